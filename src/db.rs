@@ -1,0 +1,172 @@
+//! The two storage backends behind one type.
+//!
+//! Every query in quoteline is written once, with `$1`-style parameters that both
+//! SQLite and PostgreSQL accept, and run through [`on_backend!`], which expands the
+//! same code once per backend. A real difference between the two is a small named
+//! function that matches on [`Backend`] itself.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+/// One value per backend. Used for pools ([`Db`]), pooled connections and borrowed
+/// connections ([`Conn`]), so that one macro serves all three.
+#[derive(Debug, Clone)]
+pub enum Backend<S, P> {
+    Sqlite(S),
+    Postgres(P),
+}
+
+/// The application's database: a pool for one of the two backends.
+pub type Db = Backend<SqlitePool, PgPool>;
+
+/// A connection borrowed for the length of a unit of work (often a transaction).
+pub type Conn<'c> = Backend<&'c mut SqliteConnection, &'c mut PgConnection>;
+
+/// A connection taken from the pool.
+pub type PooledConn = Backend<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
+
+/// Runs the same expression against whichever backend `$target` holds, binding the
+/// backend's pool or connection to `$c`.
+#[macro_export]
+macro_rules! on_backend {
+    ($target:expr, $c:ident => $body:expr) => {
+        match $target {
+            $crate::db::Backend::Sqlite($c) => $body,
+            $crate::db::Backend::Postgres($c) => $body,
+        }
+    };
+}
+
+/// The default database when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/quoteline.db";
+
+impl Db {
+    /// Opens a pool for `url` (`sqlite://path` or `postgres://…`); a SQLite file and
+    /// its folder are created when missing.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(PgConnectOptions::from_str(url)?).await
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?;
+            Self::connect_sqlite(options).await
+        }
+    }
+
+    /// SQLite tuned for a durable, concurrent store: WAL so readers never block the
+    /// writer, FULL sync so an acknowledged append survives a crash, and a busy
+    /// timeout so a writer waits for another rather than failing.
+    pub async fn connect_sqlite(options: SqliteConnectOptions) -> Result<Db, sqlx::Error> {
+        if let Some(folder) = options.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(sqlx::Error::Io)?;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Backend::Sqlite(pool))
+    }
+
+    pub async fn connect_postgres(options: PgConnectOptions) -> Result<Db, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Backend::Postgres(pool))
+    }
+
+    /// Applies the migrations of this backend (embedded at build time).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Backend::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+        }
+    }
+
+    pub async fn acquire(&self) -> Result<PooledConn, sqlx::Error> {
+        Ok(match self {
+            Backend::Sqlite(pool) => Backend::Sqlite(pool.acquire().await?),
+            Backend::Postgres(pool) => Backend::Postgres(pool.acquire().await?),
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_backend!(self, pool => pool.close().await)
+    }
+}
+
+impl PooledConn {
+    /// Closes the connection instead of returning it to the pool: for a connection
+    /// left in a transaction state nobody knows.
+    pub fn discard(self) {
+        on_backend!(self, c => drop(c.detach()))
+    }
+
+    pub fn as_conn(&mut self) -> Conn<'_> {
+        match self {
+            Backend::Sqlite(c) => Backend::Sqlite(&mut **c),
+            Backend::Postgres(c) => Backend::Postgres(&mut **c),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// A shorter-lived copy of this borrow, to hand to one step of a unit of work.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Backend::Sqlite(c) => Backend::Sqlite(&mut **c),
+            Backend::Postgres(c) => Backend::Postgres(&mut **c),
+        }
+    }
+
+    /// Runs a statement that takes no parameters (transaction control, mostly).
+    pub async fn execute_plain(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        on_backend!(self, c => sqlx::query(sql).execute(&mut **c).await.map(drop))
+    }
+
+    /// Starts a write transaction. SQLite must take the write lock up front: a
+    /// deferred BEGIN that later writes fails with SQLITE_BUSY under concurrency.
+    pub async fn begin_write(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(_) => self.execute_plain("BEGIN IMMEDIATE").await,
+            Backend::Postgres(_) => self.execute_plain("BEGIN").await,
+        }
+    }
+}
+
+/// The name of the unique constraint (PostgreSQL) or the columns (SQLite) that a
+/// database error violated, if it was a unique violation. The one place where the
+/// backends' ways of saying so are read.
+pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    let db_error = error.as_database_error()?;
+    if !db_error.is_unique_violation() {
+        return None;
+    }
+    Some(
+        db_error
+            .constraint()
+            .map(str::to_owned)
+            .unwrap_or_else(|| db_error.message().to_owned()),
+    )
+}

@@ -1,0 +1,265 @@
+//! One append: the optimistic-concurrency check, the idempotency check, the hash
+//! chain, the stream head and the inline projections, all on one connection inside
+//! the caller's transaction.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::hash::{GENESIS, HashInput};
+use super::model::{Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent};
+use super::sql;
+use crate::db::{Conn, unique_violation};
+use crate::on_backend;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Keeps a projection up to date inside the append's transaction: what it writes
+/// commits or rolls back with the events.
+pub trait Projector: Send + Sync {
+    fn apply<'a>(
+        &'a self,
+        conn: Conn<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+pub type Projectors = Arc<[Arc<dyn Projector>]>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub stream_id: Uuid,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer got there first: the stream is not at the version the command
+    /// was decided on.
+    #[error("stream {stream_id} is at version {actual}, not at {expected:?}")]
+    Conflict {
+        stream_id: Uuid,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    /// A projection's unique constraint refused the events (for example a quote
+    /// reference already taken). Nothing was written.
+    #[error("unique constraint violated: {0}")]
+    UniqueViolation(String),
+    #[error("an append must carry at least one event")]
+    NoEvents,
+    #[error("the event store is shut down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(error: sqlx::Error) -> Self {
+        AppendError::Database(Arc::new(error))
+    }
+}
+
+/// The id of the `index`-th event of an append carrying `key`. Derived, so that a
+/// retry of the same command finds the first attempt's events by their unique ids.
+pub fn idempotent_event_id(stream_id: Uuid, key: &str, index: usize) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"quoteline/idempotency/v1\0")
+        .chain_update(stream_id.as_bytes())
+        .chain_update((key.len() as u64).to_be_bytes())
+        .chain_update(key.as_bytes())
+        .chain_update((index as u64).to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Appends inside the caller's transaction, without a savepoint: on error the
+/// caller must roll back (the group-commit writer rolls back to its savepoint).
+pub async fn append_in(
+    mut conn: Conn<'_>,
+    projectors: &[Arc<dyn Projector>],
+    request: &AppendRequest,
+) -> Result<Appended, AppendError> {
+    if request.events.is_empty() {
+        return Err(AppendError::NoEvents);
+    }
+    if let Some(earlier) = find_earlier_append(conn.reborrow(), request).await? {
+        return Ok(Appended::AlreadyWritten(earlier));
+    }
+    let (current, mut prev_hash) = head_of(conn.reborrow(), request.stream_id).await?;
+    if !request.expected.matches(current) {
+        return Err(AppendError::Conflict {
+            stream_id: request.stream_id,
+            expected: request.expected,
+            actual: current,
+        });
+    }
+
+    let meta = &request.metadata;
+    let insert = sql::INSERT_EVENT.on(&conn);
+    let mut recorded = Vec::with_capacity(request.events.len());
+    for (index, event) in request.events.iter().enumerate() {
+        let version = current + 1 + index as i64;
+        let event_id = match &meta.idempotency_key {
+            Some(key) => idempotent_event_id(request.stream_id, key, index),
+            None => Uuid::now_v7(),
+        };
+        let hash = HashInput {
+            stream_id: request.stream_id,
+            version,
+            event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+            actor: &meta.actor,
+            recorded_at: meta.recorded_at,
+            request_id: meta.request_id.as_deref(),
+            prev_hash: &prev_hash,
+        }
+        .hash();
+        let (position, commit): (i64, i64) = on_backend!(conn.reborrow(), c => {
+            sqlx::query_as(insert)
+                .bind(request.stream_id)
+                .bind(version)
+                .bind(event_id)
+                .bind(&event.event_type)
+                .bind(event.schema_version)
+                .bind(Json(&event.payload))
+                .bind(&meta.actor)
+                .bind(meta.recorded_at)
+                .bind(&meta.request_id)
+                .bind(&prev_hash)
+                .bind(&hash)
+                .fetch_one(&mut *c)
+                .await
+                .map_err(classify)?
+        });
+        recorded.push(RecordedEvent {
+            global: GlobalPosition { commit, position },
+            stream_id: request.stream_id,
+            version,
+            event_id,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            payload: event.payload.clone(),
+            actor: meta.actor.clone(),
+            recorded_at: meta.recorded_at,
+            request_id: meta.request_id.clone(),
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        });
+    }
+
+    let last_version = current + recorded.len() as i64;
+    on_backend!(conn.reborrow(), c => {
+        sqlx::query(sql::UPSERT_STREAM)
+            .bind(request.stream_id)
+            .bind(last_version)
+            .bind(&prev_hash)
+            .bind(meta.recorded_at)
+            .execute(&mut *c)
+            .await
+            .map_err(classify)?;
+    });
+
+    for projector in projectors {
+        projector
+            .apply(conn.reborrow(), &recorded)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(Appended::Written(recorded))
+}
+
+/// After a failed append has been rolled back: a unique violation on the events
+/// themselves means another writer (another instance, or a retry of this very
+/// command) got there first. Work out which, and answer as the first one would.
+pub async fn explain_failure(
+    mut conn: Conn<'_>,
+    request: &AppendRequest,
+    error: AppendError,
+) -> Result<Appended, AppendError> {
+    let AppendError::UniqueViolation(constraint) = &error else {
+        return Err(error);
+    };
+    if !constraint.contains("event_id") && !constraint.contains("version") {
+        return Err(error);
+    }
+    if let Some(earlier) = find_earlier_append(conn.reborrow(), request).await? {
+        return Ok(Appended::AlreadyWritten(earlier));
+    }
+    let (actual, _) = head_of(conn, request.stream_id).await?;
+    Err(AppendError::Conflict {
+        stream_id: request.stream_id,
+        expected: request.expected,
+        actual,
+    })
+}
+
+fn classify(error: sqlx::Error) -> AppendError {
+    match unique_violation(&error) {
+        Some(constraint) => AppendError::UniqueViolation(constraint),
+        None => AppendError::from(error),
+    }
+}
+
+async fn head_of(conn: Conn<'_>, stream_id: Uuid) -> Result<(i64, String), AppendError> {
+    let head: Option<sql::HeadRow> = on_backend!(conn, c => {
+        sqlx::query_as(sql::SELECT_STREAM_HEAD)
+            .bind(stream_id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    Ok(head.map_or_else(|| (0, GENESIS.to_owned()), |h| (h.version, h.hash)))
+}
+
+/// The events an earlier append with the same idempotency key wrote, if any.
+async fn find_earlier_append(
+    mut conn: Conn<'_>,
+    request: &AppendRequest,
+) -> Result<Option<Vec<RecordedEvent>>, AppendError> {
+    let Some(key) = &request.metadata.idempotency_key else {
+        return Ok(None);
+    };
+    let first_id = idempotent_event_id(request.stream_id, key, 0);
+    let (by_id, stream_from) = (
+        sql::SELECT_EVENT_BY_ID.on(&conn),
+        sql::SELECT_STREAM_FROM.on(&conn),
+    );
+    let first: Option<sql::EventRow> = on_backend!(conn.reborrow(), c => {
+        sqlx::query_as(by_id)
+            .bind(first_id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let Some(first) = first.map(RecordedEvent::from) else {
+        return Ok(None);
+    };
+    let rows: Vec<sql::EventRow> = on_backend!(conn, c => {
+        sqlx::query_as(stream_from)
+            .bind(first.stream_id)
+            .bind(first.version)
+            .bind(MAX_EVENTS_PER_APPEND)
+            .fetch_all(&mut *c)
+            .await?
+    });
+    let events = rows
+        .into_iter()
+        .map(RecordedEvent::from)
+        .enumerate()
+        .take_while(|(i, e)| e.event_id == idempotent_event_id(request.stream_id, key, *i))
+        .map(|(_, e)| e)
+        .collect();
+    Ok(Some(events))
+}
+
+/// More than any command decides; bounds the read that finds an earlier append.
+const MAX_EVENTS_PER_APPEND: i64 = 256;

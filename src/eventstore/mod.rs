@@ -1,0 +1,245 @@
+//! The event store: an append-only log of domain events in SQL, on SQLite or
+//! PostgreSQL. It knows streams, versions and bytes, not quotes.
+//!
+//! Appends go through one group-commit writer ([`writer`]); each append checks the
+//! stream's expected version, honours idempotency keys, extends the stream's hash
+//! chain and runs the registered [`Projector`]s in the same transaction.
+
+mod append;
+mod hash;
+mod model;
+mod sql;
+mod verify;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use append::{AppendError, AppendRequest, BoxFuture, Projector, idempotent_event_id};
+pub use hash::GENESIS;
+pub use model::{
+    Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,
+};
+pub use verify::{Mismatch, Problem, VerifyReport, verify_stream};
+
+use crate::db::{Conn, Db};
+use crate::on_backend;
+
+#[derive(Clone)]
+pub struct EventStore {
+    db: Db,
+    writer: mpsc::Sender<writer::Job>,
+    projectors: append::Projectors,
+}
+
+impl EventStore {
+    /// Starts the store's writer task; call from within the tokio runtime.
+    pub fn new(db: Db, projectors: Vec<Arc<dyn Projector>>) -> Self {
+        let projectors: append::Projectors = projectors.into();
+        let writer = writer::spawn(db.clone(), projectors.clone());
+        EventStore {
+            db,
+            writer,
+            projectors,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Appends through the group-commit writer. Returns once the events are
+    /// committed (or were already, for a repeated idempotency key).
+    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(writer::Job { request, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Appends inside a transaction the caller holds open (tools and tests that
+    /// must control the transaction). On error the caller must roll back.
+    pub async fn append_within(
+        &self,
+        conn: Conn<'_>,
+        request: &AppendRequest,
+    ) -> Result<Appended, AppendError> {
+        append::append_in(conn, &self.projectors, request).await
+    }
+
+    /// The stream's events with a version above `after_version`, in order.
+    pub async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let query = sql::SELECT_STREAM_AFTER.on(&self.db);
+        let rows: Vec<sql::EventRow> = on_backend!(&self.db, pool => {
+            sqlx::query_as(query).bind(stream_id).bind(after_version).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
+    /// Up to `limit` events after `after`, in commit order. Never skips an event:
+    /// one that commits later than those returned always comes after them.
+    pub async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let query = sql::SELECT_ALL.on(&self.db);
+        let rows: Vec<sql::EventRow> = on_backend!(&self.db, pool => {
+            sqlx::query_as(query)
+                .bind(after.commit)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
+    pub async fn stream_head(&self, stream_id: Uuid) -> Result<Option<StreamHead>, sqlx::Error> {
+        let row: Option<sql::HeadRow> = on_backend!(&self.db, pool => {
+            sqlx::query_as(sql::SELECT_STREAM_HEAD).bind(stream_id).fetch_optional(pool).await?
+        });
+        Ok(row.map(StreamHead::from))
+    }
+
+    /// Walks every stream's chain against its head: events in (stream, version)
+    /// order merged with heads in stream order, a page of each at a time.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(&self) -> Result<VerifyReport, sqlx::Error> {
+        const PAGE: i64 = 2_000;
+        let mut report = VerifyReport::default();
+        let mut heads = HeadCursor::new(self, PAGE);
+        let mut stream: Vec<RecordedEvent> = Vec::new();
+        let mut after = (Uuid::nil(), 0i64);
+        let query = sql::SELECT_BY_STREAM_PAGE.on(&self.db);
+        loop {
+            let rows: Vec<sql::EventRow> = on_backend!(&self.db, pool => {
+                sqlx::query_as(query).bind(after.0).bind(after.1).bind(PAGE).fetch_all(pool).await?
+            });
+            let done = (rows.len() as i64) < PAGE;
+            for event in rows.into_iter().map(RecordedEvent::from) {
+                after = (event.stream_id, event.version);
+                if stream
+                    .first()
+                    .is_some_and(|e| e.stream_id != event.stream_id)
+                {
+                    heads
+                        .check(&mut report, std::mem::take(&mut stream))
+                        .await?;
+                }
+                stream.push(event);
+            }
+            if done {
+                break;
+            }
+        }
+        if !stream.is_empty() {
+            heads.check(&mut report, stream).await?;
+        }
+        heads.finish(&mut report).await?;
+        Ok(report)
+    }
+}
+
+impl From<sql::HeadRow> for StreamHead {
+    fn from(row: sql::HeadRow) -> Self {
+        StreamHead {
+            stream_id: row.stream_id,
+            version: row.version,
+            hash: row.hash,
+        }
+    }
+}
+
+/// The `streams` table read in stream order beside the events, for `verify`.
+struct HeadCursor<'a> {
+    store: &'a EventStore,
+    page: i64,
+    buffered: std::collections::VecDeque<StreamHead>,
+    after: Uuid,
+    exhausted: bool,
+}
+
+impl<'a> HeadCursor<'a> {
+    fn new(store: &'a EventStore, page: i64) -> Self {
+        HeadCursor {
+            store,
+            page,
+            buffered: Default::default(),
+            after: Uuid::nil(),
+            exhausted: false,
+        }
+    }
+
+    async fn peek(&mut self) -> Result<Option<&StreamHead>, sqlx::Error> {
+        if self.buffered.is_empty() && !self.exhausted {
+            let rows: Vec<sql::HeadRow> = on_backend!(&self.store.db, pool => {
+                sqlx::query_as(sql::SELECT_STREAM_HEADS_PAGE)
+                    .bind(self.after)
+                    .bind(self.page)
+                    .fetch_all(pool)
+                    .await?
+            });
+            self.exhausted = (rows.len() as i64) < self.page;
+            self.buffered.extend(rows.into_iter().map(StreamHead::from));
+            if let Some(last) = self.buffered.back() {
+                self.after = last.stream_id;
+            }
+        }
+        Ok(self.buffered.front())
+    }
+
+    /// Checks one stream's events; heads of streams before it that have no events
+    /// at all are checked (and found wanting) on the way.
+    async fn check(
+        &mut self,
+        report: &mut VerifyReport,
+        events: Vec<RecordedEvent>,
+    ) -> Result<(), sqlx::Error> {
+        let stream_id = events[0].stream_id;
+        let mut head = None;
+        while let Some(next) = self.peek().await? {
+            if next.stream_id > stream_id {
+                break;
+            }
+            let next = self.buffered.pop_front().expect("peeked");
+            if next.stream_id == stream_id {
+                head = Some(next);
+                break;
+            }
+            record(report, next.stream_id, Some(&next), &[]);
+        }
+        record(report, stream_id, head.as_ref(), &events);
+        Ok(())
+    }
+
+    async fn finish(&mut self, report: &mut VerifyReport) -> Result<(), sqlx::Error> {
+        while self.peek().await?.is_some() {
+            let head = self.buffered.pop_front().expect("peeked");
+            record(report, head.stream_id, Some(&head), &[]);
+        }
+        Ok(())
+    }
+}
+
+fn record(
+    report: &mut VerifyReport,
+    stream_id: Uuid,
+    head: Option<&StreamHead>,
+    events: &[RecordedEvent],
+) {
+    report.streams_checked += 1;
+    report.events_checked += events.len() as u64;
+    report
+        .mismatches
+        .extend(verify_stream(stream_id, head, events));
+}

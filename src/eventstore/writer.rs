@@ -1,0 +1,93 @@
+//! Group commit: one writer task takes every append waiting at the moment it is
+//! free and writes them in one transaction, each in its own savepoint. One commit
+//! (one fsync) then serves many commands, and a command that conflicts rolls back
+//! its own savepoint without failing the others. A caller hears back only after the
+//! commit, so an acknowledged event is durable.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::append::{AppendError, AppendRequest, Projectors, append_in, explain_failure};
+use super::model::Appended;
+use crate::db::{Conn, Db};
+
+/// The most appends one transaction takes; bounds a batch's latency.
+const MAX_BATCH: usize = 256;
+
+pub(super) struct Job {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
+    let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(run(db, projectors, receiver));
+    sender
+}
+
+async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
+        match commit_batch(&db, &projectors, &requests).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    // The caller may have gone away (a closed browser tab); the
+                    // events are committed all the same.
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, batch = batch.len(), "group commit failed; nothing in the batch was written");
+                let error = AppendError::from(error);
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction. The outer error means the transaction as a
+/// whole failed and nothing was written; the inner results are each command's own.
+async fn commit_batch(
+    db: &Db,
+    projectors: &Projectors,
+    requests: &[&AppendRequest],
+) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+    let mut pooled = db.acquire().await?;
+    let mut conn = pooled.as_conn();
+    conn.begin_write().await?;
+    let written = async {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(append_in_savepoint(conn.reborrow(), projectors, request).await?);
+        }
+        conn.execute_plain("COMMIT").await?;
+        Ok(outcomes)
+    }
+    .await;
+    if written.is_err() && conn.execute_plain("ROLLBACK").await.is_err() {
+        // A connection in an unknown transaction state must not go back to the pool.
+        pooled.discard();
+    }
+    written
+}
+
+async fn append_in_savepoint(
+    mut conn: Conn<'_>,
+    projectors: &Projectors,
+    request: &AppendRequest,
+) -> Result<Result<Appended, AppendError>, sqlx::Error> {
+    conn.execute_plain("SAVEPOINT append").await?;
+    match append_in(conn.reborrow(), projectors, request).await {
+        Ok(appended) => {
+            conn.execute_plain("RELEASE SAVEPOINT append").await?;
+            Ok(Ok(appended))
+        }
+        Err(error) => {
+            conn.execute_plain("ROLLBACK TO SAVEPOINT append").await?;
+            conn.execute_plain("RELEASE SAVEPOINT append").await?;
+            Ok(explain_failure(conn, request, error).await)
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The facts recorded about a quote, and how they are written to and read from the
+//! event store.
+//!
+//! The store keeps `event_type`, `schema_version` and `payload` in separate columns,
+//! and the actor and time in the row's metadata, so an event here carries only what
+//! the quote needs. Serialised form: `{"type": "QuoteApproved", "data": {...}}`, of
+//! which `type` becomes `event_type` and `data` becomes `payload`.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::Status;
+use super::sections::{ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum QuoteEvent {
+    QuoteStarted {
+        reference: String,
+        applicant_name: PersonName,
+        /// Username of the agent who started the quote.
+        agent: String,
+    },
+    GeographicDetailsProvided(GeographicDetails),
+    ContactDetailsProvided(ContactDetails),
+    FamilyDetailsProvided(FamilyDetails),
+    /// The first section was provided: the quote now has answers worth keeping.
+    QuoteSaved {
+        from: Status,
+        to: Status,
+    },
+    QuoteFinalized {
+        from: Status,
+        to: Status,
+    },
+    QuoteApproved {
+        from: Status,
+        to: Status,
+    },
+    QuoteRejected {
+        reason: NonEmptyText,
+        from: Status,
+        to: Status,
+    },
+    /// An underwriter sent the quote back to its agent for changes.
+    QuoteReferredBack {
+        note: NonEmptyText,
+        from: Status,
+        to: Status,
+    },
+    QuoteWithdrawn {
+        from: Status,
+        to: Status,
+    },
+}
+
+impl QuoteEvent {
+    /// Version of the payload shapes below. Bump it (and teach `from_stored` to read
+    /// the old version) whenever a payload changes in a way old readers cannot follow.
+    pub const SCHEMA_VERSION: i32 = 1;
+
+    /// The variant name, stored as the row's `event_type`.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            QuoteEvent::QuoteStarted { .. } => "QuoteStarted",
+            QuoteEvent::GeographicDetailsProvided(_) => "GeographicDetailsProvided",
+            QuoteEvent::ContactDetailsProvided(_) => "ContactDetailsProvided",
+            QuoteEvent::FamilyDetailsProvided(_) => "FamilyDetailsProvided",
+            QuoteEvent::QuoteSaved { .. } => "QuoteSaved",
+            QuoteEvent::QuoteFinalized { .. } => "QuoteFinalized",
+            QuoteEvent::QuoteApproved { .. } => "QuoteApproved",
+            QuoteEvent::QuoteRejected { .. } => "QuoteRejected",
+            QuoteEvent::QuoteReferredBack { .. } => "QuoteReferredBack",
+            QuoteEvent::QuoteWithdrawn { .. } => "QuoteWithdrawn",
+        }
+    }
+
+    /// The event's data without its type tag, stored as the row's `payload`.
+    pub fn to_payload(&self) -> serde_json::Value {
+        // Every field is a string, number, list or struct of those, which serde_json
+        // cannot fail to represent.
+        let mut tagged =
+            serde_json::to_value(self).expect("a QuoteEvent always serialises to JSON");
+        tagged
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_default()
+    }
+
+    /// Rebuilds an event from a stored row.
+    pub fn from_stored(
+        event_type: &str,
+        schema_version: i32,
+        payload: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
+        if schema_version != Self::SCHEMA_VERSION {
+            return Err(serde_json::Error::custom(format!(
+                "{event_type} event has schema version {schema_version}, \
+                 but this build reads only version {}",
+                Self::SCHEMA_VERSION
+            )));
+        }
+        serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
+    }
+
+    /// What happened, in the words shown on the timeline.
+    pub fn title(&self) -> &'static str {
+        match self {
+            QuoteEvent::QuoteStarted { .. } => "Quote started",
+            QuoteEvent::GeographicDetailsProvided(_) => "Geographic details provided",
+            QuoteEvent::ContactDetailsProvided(_) => "Contact details provided",
+            QuoteEvent::FamilyDetailsProvided(_) => "Family details provided",
+            QuoteEvent::QuoteSaved { .. } => "Quote saved",
+            QuoteEvent::QuoteFinalized { .. } => "Quote submitted for approval",
+            QuoteEvent::QuoteApproved { .. } => "Quote approved",
+            QuoteEvent::QuoteRejected { .. } => "Quote rejected",
+            QuoteEvent::QuoteReferredBack { .. } => "Quote referred back to the agent",
+            QuoteEvent::QuoteWithdrawn { .. } => "Quote withdrawn",
+        }
+    }
+
+    /// The status before and after, for events that change it. Starting a quote
+    /// moves it from no status at all to Initiated.
+    pub fn status_change(&self) -> Option<(Option<Status>, Status)> {
+        match self {
+            QuoteEvent::QuoteStarted { .. } => Some((None, Status::Initiated)),
+            QuoteEvent::GeographicDetailsProvided(_)
+            | QuoteEvent::ContactDetailsProvided(_)
+            | QuoteEvent::FamilyDetailsProvided(_) => None,
+            QuoteEvent::QuoteSaved { from, to }
+            | QuoteEvent::QuoteFinalized { from, to }
+            | QuoteEvent::QuoteApproved { from, to }
+            | QuoteEvent::QuoteRejected { from, to, .. }
+            | QuoteEvent::QuoteReferredBack { from, to, .. }
+            | QuoteEvent::QuoteWithdrawn { from, to } => Some((Some(*from), *to)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn one_of_each() -> Vec<QuoteEvent> {
+        let text = |s: &str| NonEmptyText::parse(s).unwrap();
+        vec![
+            QuoteEvent::QuoteStarted {
+                reference: "Q-7K3M9P".into(),
+                applicant_name: PersonName::parse("Asha Rao").unwrap(),
+                agent: "alice".into(),
+            },
+            QuoteEvent::GeographicDetailsProvided(
+                GeographicDetails::parse("IN", "Maharashtra", "Mumbai", "400001").unwrap(),
+            ),
+            QuoteEvent::ContactDetailsProvided(
+                ContactDetails::parse("asha@example.com", "+91 98765 43210").unwrap(),
+            ),
+            QuoteEvent::FamilyDetailsProvided(
+                FamilyDetails::parse("2", "Vikram Rao", &["Meera".to_owned()]).unwrap(),
+            ),
+            QuoteEvent::QuoteSaved {
+                from: Status::Initiated,
+                to: Status::Saved,
+            },
+            QuoteEvent::QuoteFinalized {
+                from: Status::Saved,
+                to: Status::Finalized,
+            },
+            QuoteEvent::QuoteApproved {
+                from: Status::Finalized,
+                to: Status::Approved,
+            },
+            QuoteEvent::QuoteRejected {
+                reason: text("Income not verified"),
+                from: Status::Finalized,
+                to: Status::Rejected,
+            },
+            QuoteEvent::QuoteReferredBack {
+                note: text("Please check the postal code"),
+                from: Status::Finalized,
+                to: Status::Saved,
+            },
+            QuoteEvent::QuoteWithdrawn {
+                from: Status::Saved,
+                to: Status::Withdrawn,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        let events = one_of_each();
+        let types: Vec<&str> = events.iter().map(QuoteEvent::event_type).collect();
+        assert_eq!(
+            types,
+            [
+                "QuoteStarted",
+                "GeographicDetailsProvided",
+                "ContactDetailsProvided",
+                "FamilyDetailsProvided",
+                "QuoteSaved",
+                "QuoteFinalized",
+                "QuoteApproved",
+                "QuoteRejected",
+                "QuoteReferredBack",
+                "QuoteWithdrawn",
+            ]
+        );
+        for event in events {
+            let stored = QuoteEvent::from_stored(
+                event.event_type(),
+                QuoteEvent::SCHEMA_VERSION,
+                event.to_payload(),
+            );
+            assert_eq!(stored.unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn the_payload_is_the_data_without_the_type_tag() {
+        let event = QuoteEvent::QuoteRejected {
+            reason: NonEmptyText::parse("Income not verified").unwrap(),
+            from: Status::Finalized,
+            to: Status::Rejected,
+        };
+        assert_eq!(
+            event.to_payload(),
+            json!({"reason": "Income not verified", "from": "Finalized", "to": "Rejected"})
+        );
+
+        let event = QuoteEvent::ContactDetailsProvided(
+            ContactDetails::parse("a@example.com", "+14155550100").unwrap(),
+        );
+        assert_eq!(
+            event.to_payload(),
+            json!({"email": "a@example.com", "phone": "+14155550100"})
+        );
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_refused_with_a_clear_error() {
+        let error =
+            QuoteEvent::from_stored("QuoteSaved", 2, json!({"from": "Initiated", "to": "Saved"}))
+                .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "QuoteSaved event has schema version 2, but this build reads only version 1"
+        );
+    }
+
+    #[test]
+    fn an_unknown_event_type_is_refused() {
+        let error = QuoteEvent::from_stored("QuoteTeleported", 1, json!({})).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown variant `QuoteTeleported`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_event_has_a_title_in_the_domains_words() {
+        let titles: Vec<&str> = one_of_each().iter().map(QuoteEvent::title).collect();
+        assert_eq!(
+            titles,
+            [
+                "Quote started",
+                "Geographic details provided",
+                "Contact details provided",
+                "Family details provided",
+                "Quote saved",
+                "Quote submitted for approval",
+                "Quote approved",
+                "Quote rejected",
+                "Quote referred back to the agent",
+                "Quote withdrawn",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_changes_are_reported_for_lifecycle_events_only() {
+        let changes: Vec<_> = one_of_each()
+            .iter()
+            .map(QuoteEvent::status_change)
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                Some((None, Status::Initiated)),
+                None,
+                None,
+                None,
+                Some((Some(Status::Initiated), Status::Saved)),
+                Some((Some(Status::Saved), Status::Finalized)),
+                Some((Some(Status::Finalized), Status::Approved)),
+                Some((Some(Status::Finalized), Status::Rejected)),
+                Some((Some(Status::Finalized), Status::Saved)),
+                Some((Some(Status::Saved), Status::Withdrawn)),
+            ]
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! The quoting domain: the Quote aggregate and the value objects its sections are made
+//! of. Pure code: no I/O, no clock, no async, so every rule can be tested directly.
+
+pub mod aggregate;
+pub mod countries;
+pub mod events;
+pub mod sections;
+
+pub use aggregate::{
+    Action, ActionKind, Actor, Command, DomainError, Quote, Role, Status, UnknownRole,
+    UnknownStatus, decide, evolve, fold,
+};
+pub use countries::COUNTRIES;
+pub use events::QuoteEvent;
+pub use sections::{
+    City, ContactDetails, CountryCode, Email, FamilyDetails, FieldError, FieldErrors,
+    GeographicDetails, NonEmptyText, PersonName, PhoneNumber, PostalCode, Region,
+};

@@ -1,0 +1,3 @@
+//! Quoting: the Quote aggregate, its sections, and the agent's pages.
+
+pub mod domain;

@@ -1,0 +1,119 @@
+//! Fresh databases for tests, and the macro that runs one test body on both backends.
+//!
+//! PostgreSQL tests use the server at `QUOTELINE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own. When the
+//! server cannot be reached the tests are reported as skipped, with the reason, on
+//! the terminal; with `QUOTELINE_REQUIRE_POSTGRES=1` (as `.ci/run` sets) they fail.
+
+use std::io::Write;
+use std::str::FromStr;
+
+use quoteline::db::{Backend, Db};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub db: Db,
+    postgres_schema: Option<(String, String)>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let options = SqliteConnectOptions::new().filename(dir.path().join("test.db"));
+        let db = Db::connect_sqlite(options).await.expect("open SQLite");
+        db.migrate().await.expect("migrate SQLite");
+        TestDb {
+            db,
+            postgres_schema: None,
+            _sqlite_dir: Some(dir),
+        }
+    }
+
+    /// A fresh schema on the test server, or `None` (reported as a skip) when the
+    /// server cannot be reached and PostgreSQL is not required.
+    pub async fn postgres(test_name: &str) -> Option<TestDb> {
+        let url =
+            std::env::var("QUOTELINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        let mut admin = match PgConnection::connect(&url).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                let reason = format!("PostgreSQL at {url} cannot be reached: {error}");
+                if std::env::var("QUOTELINE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                    panic!("{test_name}: {reason} (QUOTELINE_REQUIRE_POSTGRES=1)");
+                }
+                // Straight to the terminal: the test harness captures println!.
+                let _ = writeln!(std::io::stderr(), "SKIPPED postgres::{test_name}: {reason}");
+                return None;
+            }
+        };
+        let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test schema");
+        admin.close().await.ok();
+        let options = PgConnectOptions::from_str(&url)
+            .expect("a PostgreSQL URL")
+            .options([("search_path", schema.as_str())]);
+        let db = Db::connect_postgres(options)
+            .await
+            .expect("connect to PostgreSQL");
+        db.migrate().await.expect("migrate PostgreSQL");
+        Some(TestDb {
+            db,
+            postgres_schema: Some((url, schema)),
+            _sqlite_dir: None,
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Backend::Postgres(_))
+    }
+
+    /// Drops the test's schema (PostgreSQL); the SQLite folder goes with `self`.
+    pub async fn cleanup(self) {
+        self.db.close().await;
+        if let Some((url, schema)) = &self.postgres_schema
+            && let Ok(mut admin) = PgConnection::connect(url).await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+/// Declares each named `async fn(&TestDb)` as two tests, `sqlite::name` and
+/// `postgres::name`: one body, both backends.
+macro_rules! storage_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test_db = $crate::support::TestDb::sqlite().await;
+                    super::$name(&test_db).await;
+                    test_db.cleanup().await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(test_db) = $crate::support::TestDb::postgres(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(&test_db).await;
+                    test_db.cleanup().await;
+                }
+            )+
+        }
+    };
+}
