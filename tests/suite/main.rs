@@ -1,7 +1,10 @@
 //! quoteline's integration tests: one binary, every storage test run against SQLite
 //! and PostgreSQL.
 
+// Helpers for every test file; not each file uses all of them.
 #[macro_use]
+#[allow(dead_code)]
 mod support;
 
 mod eventstore;
+mod web;

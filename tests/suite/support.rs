@@ -117,3 +117,73 @@ macro_rules! storage_tests {
         }
     };
 }
+
+/// The app served on a free port over a test database, and a browser-like client
+/// that keeps cookies and does not follow redirects.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: quoteline::AppState,
+}
+
+impl TestApp {
+    pub async fn spawn(test_db: &TestDb) -> TestApp {
+        let state = quoteline::AppState::open(test_db.db.clone())
+            .await
+            .expect("open the app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let router = quoteline::router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        TestApp {
+            address,
+            client: Self::browser(),
+            state,
+        }
+    }
+
+    /// A new client with an empty cookie jar: another person at another browser.
+    pub fn browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+}
+
+pub fn assert_is_redirect_to(response: &reqwest::Response, location: &str) {
+    assert_eq!(
+        response.status().as_u16(),
+        303,
+        "expected a 303 to {location}"
+    );
+    assert_eq!(response.headers()["location"], location);
+}
+
+/// Asserts an HTML page with this status; returns its body.
+pub async fn html_page(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/html"),
+        "content type {content_type}"
+    );
+    response.text().await.unwrap()
+}
