@@ -28,6 +28,7 @@ use web::{AppError, Layout};
 pub struct AppState {
     pub db: Db,
     pub store: EventStore,
+    pub quotes: quoting::QuoteService,
 }
 
 impl AppState {
@@ -35,9 +36,10 @@ impl AppState {
     /// must be kept in the append's transaction.
     pub async fn open(db: Db) -> anyhow::Result<AppState> {
         db.migrate().await?;
-        let projectors: Vec<Arc<dyn Projector>> = vec![];
+        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(quoting::QuoteSummaryProjection)];
         let store = EventStore::new(db.clone(), projectors);
-        Ok(AppState { db, store })
+        let quotes = quoting::QuoteService::new(store.clone());
+        Ok(AppState { db, store, quotes })
     }
 }
 

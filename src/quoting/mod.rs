@@ -1,3 +1,9 @@
-//! Quoting: the Quote aggregate, its sections, and the agent's pages.
+//! Quoting: the Quote aggregate and its sections, the service that runs its
+//! commands, the `quote_summary` projection, and the agent's pages.
 
 pub mod domain;
+pub mod service;
+pub mod summary;
+
+pub use service::{CommandError, Envelope, QuoteService};
+pub use summary::{QuoteSummary, QuoteSummaryProjection};

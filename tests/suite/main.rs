@@ -7,4 +7,5 @@
 mod support;
 
 mod eventstore;
+mod quote_service;
 mod web;
