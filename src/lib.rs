@@ -5,14 +5,14 @@
 //! the one middleware stack.
 
 pub mod db;
+pub mod demo;
 pub mod eventstore;
+pub mod identity;
 pub mod quoting;
 pub mod web;
 
 use std::sync::Arc;
 
-use askama::Template;
-use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -21,7 +21,7 @@ use axum::routing::get;
 
 use db::Db;
 use eventstore::{EventStore, Projector};
-use web::{AppError, Layout};
+use web::AppError;
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -29,6 +29,7 @@ pub struct AppState {
     pub db: Db,
     pub store: EventStore,
     pub quotes: quoting::QuoteService,
+    pub sessions: identity::Sessions,
 }
 
 impl AppState {
@@ -39,33 +40,28 @@ impl AppState {
         let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(quoting::QuoteSummaryProjection)];
         let store = EventStore::new(db.clone(), projectors);
         let quotes = quoting::QuoteService::new(store.clone());
-        Ok(AppState { db, store, quotes })
+        let sessions = identity::Sessions::open(&db).await?;
+        sessions.spawn_expired_deletion();
+        Ok(AppState {
+            db,
+            store,
+            quotes,
+            sessions,
+        })
     }
 }
 
 pub fn router(state: AppState) -> Router {
+    let sessions = state.sessions.clone();
     let routes = Router::new()
-        .route("/", get(home))
+        .merge(identity::router())
+        .merge(quoting::pages::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(stylesheet))
         .route("/static/favicon.svg", get(favicon))
         .fallback(|| async { AppError::not_found() })
         .with_state(state);
-    web::middleware::apply(routes)
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "home.html")]
-struct HomePage {
-    layout: Layout,
-    backend: &'static str,
-}
-
-async fn home(State(state): State<AppState>) -> HomePage {
-    HomePage {
-        layout: Layout::anonymous(),
-        backend: state.db.backend_name(),
-    }
+    web::middleware::apply(routes, &sessions)
 }
 
 /// Liveness: the process answers and its database does too.

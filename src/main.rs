@@ -1,10 +1,13 @@
 //! The `quoteline` command: serve the app, apply migrations, check the store.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
+use quoteline::identity::{self, AddUserError};
+use quoteline::quoting::domain::Role;
 use quoteline::{AppState, router};
 
 #[derive(Parser)]
@@ -30,10 +33,35 @@ enum Command {
         #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
         bind: String,
     },
+    /// Create or open the database, add demo people of every role and a dozen demo
+    /// quotes, print the sign-ins, and serve
+    Demo {
+        /// Address to listen on
+        #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
+        bind: String,
+    },
     /// Apply the database migrations and exit
     Migrate,
     /// Walk every stream's hash chain; exits non-zero on any mismatch
     Verify,
+    /// Manage the people who can sign in
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a person; their password is read from standard input (one line, at least
+    /// 8 characters)
+    Add {
+        /// The name they sign in with
+        name: String,
+        /// A role they hold: agent, underwriter, auditor or admin; repeat for several
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<Role>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +70,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -69,6 +98,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(state, &bind).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo { bind } => {
+            let state = AppState::open(db).await?;
+            let sign_ins = quoteline::demo::seed(&state).await?;
+            print_sign_ins(&sign_ins, &bind);
+            serve(state, &bind).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Add { name, roles },
+        } => {
+            db.migrate().await.context("migrations failed")?;
+            add_user(&db, &name, &roles).await
+        }
         Command::Verify => {
             let state = AppState::open(db).await?;
             let report = state.store.verify().await?;
@@ -91,6 +133,53 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn add_user(db: &Db, name: &str, roles: &[Role]) -> anyhow::Result<ExitCode> {
+    let password = read_password().context("cannot read the password from standard input")?;
+    match identity::add_user(db, name, &password, roles).await {
+        Ok(user) => {
+            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!("Added {} ({}).", user.username, roles.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(AddUserError::Other(error)) => Err(error),
+        Err(refused) => {
+            eprintln!("quoteline: {refused}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// One line from standard input, without its line ending. A prompt goes to standard
+/// error when a person is typing (the input is not hidden).
+fn read_password() -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (at least 8 characters): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
+}
+
+fn print_sign_ins(sign_ins: &[quoteline::demo::DemoSignIn], bind: &str) {
+    println!();
+    println!("Demo sign-ins for http://{bind}/login (passwords are new on every `demo` run):");
+    println!();
+    println!("  {:<10} {:<14} role", "username", "password");
+    for sign_in in sign_ins {
+        let roles: Vec<&str> = sign_in.roles.iter().map(|r| r.as_str()).collect();
+        println!(
+            "  {:<10} {:<14} {}",
+            sign_in.username,
+            sign_in.password,
+            roles.join(", ")
+        );
+    }
+    println!();
 }
 
 async fn serve(state: AppState, bind: &str) -> anyhow::Result<()> {

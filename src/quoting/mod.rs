@@ -2,6 +2,7 @@
 //! commands, the `quote_summary` projection, and the agent's pages.
 
 pub mod domain;
+pub mod pages;
 pub mod service;
 pub mod summary;
 

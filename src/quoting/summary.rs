@@ -217,3 +217,9 @@ pub async fn for_agent(
         query.fetch_all(pool).await
     })
 }
+
+pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
+    on_backend!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM quote_summary").fetch_one(pool).await
+    })
+}

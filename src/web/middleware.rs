@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -18,13 +18,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::AppError;
+use crate::identity::{Sessions, csrf};
 
 /// Forms here are small; anything bigger is refused before it is read.
 pub const BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+pub fn apply(router: Router, sessions: &Sessions) -> Router {
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -44,6 +45,12 @@ pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
             header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
         ));
+
+    // Innermost, next to the handlers: the form's CSRF token is checked against the
+    // session, which the session layer loads; requests a browser marks as cross-site
+    // are refused before either is touched.
+    let router = sessions.layer(router.layer(from_fn(csrf::verify_form_token)));
+    let router = router.layer(csrf::cross_origin_layer());
 
     // Layers that make their own error responses sit inside `html_error_pages`, so
     // those responses get our page too. Each `layer` call wraps the ones before it.

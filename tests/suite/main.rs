@@ -6,6 +6,8 @@
 #[allow(dead_code)]
 mod support;
 
+mod agent_pages;
 mod eventstore;
+mod identity;
 mod quote_service;
 mod web;

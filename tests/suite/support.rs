@@ -9,6 +9,7 @@ use std::io::Write;
 use std::str::FromStr;
 
 use quoteline::db::{Backend, Db};
+use quoteline::quoting::domain::Role;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -128,12 +129,21 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(test_db: &TestDb) -> TestApp {
+        Self::spawn_with(test_db, quoteline::router).await
+    }
+
+    /// The app with a router of the test's making (for routes that exist only in a
+    /// test, under the real middleware stack).
+    pub async fn spawn_with(
+        test_db: &TestDb,
+        make_router: impl FnOnce(quoteline::AppState) -> axum::Router,
+    ) -> TestApp {
         let state = quoteline::AppState::open(test_db.db.clone())
             .await
             .expect("open the app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let router = quoteline::router(state.clone());
+        let router = make_router(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         TestApp {
             address,
@@ -151,6 +161,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The same app seen from another browser (an empty cookie jar).
+    pub fn new_browser(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            client: Self::browser(),
+            state: self.state.clone(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -158,6 +177,72 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
+
+    /// Adds a person with these roles; returns their password.
+    pub async fn add_user(&self, username: &str, roles: &[Role]) -> String {
+        let password = format!("pw-{username}-{}", uuid::Uuid::now_v7().simple());
+        quoteline::identity::add_user(&self.state.db, username, &password, roles)
+            .await
+            .expect("add a user");
+        password
+    }
+
+    /// Signs this client in the way a browser does: the sign-in page for its token,
+    /// then the form. Returns the form's response.
+    pub async fn sign_in(&self, username: &str, password: &str) -> reqwest::Response {
+        let token = self.csrf_token("/login").await;
+        self.client
+            .post(self.url("/login"))
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("username", username),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Adds a person with these roles and signs this client in as them.
+    pub async fn sign_in_as(&self, username: &str, roles: &[Role]) {
+        let password = self.add_user(username, roles).await;
+        let response = self.sign_in(username, &password).await;
+        assert_eq!(response.status().as_u16(), 303, "signing in as {username}");
+    }
+
+    /// The CSRF token in the forms of the page at `path` (for this client's session).
+    pub async fn csrf_token(&self, path: &str) -> String {
+        let body = html_page(self.get(path).await, 200).await;
+        csrf_token_in(&body).unwrap_or_else(|| panic!("no csrf_token on {path}: {body}"))
+    }
+
+    /// POSTs a form with the session's CSRF token added, as a page's form would.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.csrf_token("/login").await;
+        let mut form = fields.to_vec();
+        form.push(("csrf_token", token.as_str()));
+        self.client
+            .post(self.url(path))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of the first `csrf_token` hidden field in a page.
+pub fn csrf_token_in(body: &str) -> Option<String> {
+    let start = body.find(r#"name="csrf_token" value=""#)? + r#"name="csrf_token" value=""#.len();
+    let end = body[start..].find('"')?;
+    Some(body[start..start + end].to_owned())
+}
+
+/// The session id a response sets in its cookie, if it sets one.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .cookies()
+        .find(|cookie| cookie.name() == "quoteline_session")
+        .map(|cookie| cookie.value().to_owned())
 }
 
 pub fn assert_is_redirect_to(response: &reqwest::Response, location: &str) {

@@ -1,0 +1,186 @@
+//! Cross-site request forgery protection, two layers deep: the browser's own word on
+//! where a request came from (Sec-Fetch-Site / Origin, tower-http's `CsrfLayer`), and
+//! a random token kept in the session that every form carries back as `csrf_token`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::csrf::CsrfLayer;
+use tower_sessions::Session;
+
+use super::sessions::CSRF_TOKEN;
+use crate::web::AppError;
+
+/// The form field that carries the token.
+pub const FIELD: &str = "csrf_token";
+
+const EXPIRED: &str = "This form has expired. Go back, reload the page and try again.";
+
+/// Refuses a POST (or other unsafe method) that a browser says came from another
+/// site. Its bare 403 becomes our page in `html_error_pages`.
+pub fn cross_origin_layer() -> CsrfLayer {
+    CsrfLayer::new()
+}
+
+/// The session's token, made on first use. Pages that render a form call this
+/// (through `CurrentUser` or `anonymous_layout`).
+pub async fn token(session: &Session) -> Result<String, tower_sessions::session::Error> {
+    if let Some(token) = session.get::<String>(CSRF_TOKEN).await? {
+        return Ok(token);
+    }
+    let token = new_token();
+    session.insert(CSRF_TOKEN, &token).await?;
+    Ok(token)
+}
+
+/// Gives the session a fresh token, as at sign-in.
+pub async fn renew_token(session: &Session) -> Result<String, tower_sessions::session::Error> {
+    let token = new_token();
+    session.insert(CSRF_TOKEN, &token).await?;
+    Ok(token)
+}
+
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Middleware: every request that may change something must carry the session's
+/// token in its form body, or it reaches no handler. The body (at most `BODY_LIMIT`,
+/// enforced outside) is read here and handed on unchanged.
+pub async fn verify_form_token(session: Session, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let expected = match session.get::<String>(CSRF_TOKEN).await {
+        Ok(token) => token,
+        Err(error) => return AppError::Internal(error.into()).into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let (sent, body) = if is_form(&parts.headers) {
+        let bytes = match Bytes::from_request(Request::new(body), &()).await {
+            Ok(bytes) => bytes,
+            Err(rejection) => return rejection.into_response(),
+        };
+        (form_field(&bytes, FIELD), Body::from(bytes))
+    } else {
+        (None, Body::empty())
+    };
+    match (expected, sent) {
+        (Some(expected), Some(sent)) if tokens_match(&expected, &sent) => {
+            next.run(Request::from_parts(parts, body)).await
+        }
+        (expected, sent) => {
+            tracing::warn!(
+                path = %parts.uri.path(),
+                session_has_token = expected.is_some(),
+                request_has_token = sent.is_some(),
+                "refused a form without the session's CSRF token"
+            );
+            AppError::forbidden(EXPIRED).into_response()
+        }
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The first value of `name` in a urlencoded body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    body.split(|&b| b == b'&').find_map(|pair| {
+        let mut halves = pair.splitn(2, |&b| b == b'=');
+        let key = percent_decode(halves.next()?)?;
+        (key == name).then(|| percent_decode(halves.next().unwrap_or_default()))?
+    })
+}
+
+fn percent_decode(encoded: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(encoded.len());
+    let mut bytes = encoded.iter();
+    while let Some(&b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = (*bytes.next()? as char).to_digit(16)?;
+                let lo = (*bytes.next()? as char).to_digit(16)?;
+                u8::try_from(hi * 16 + lo).ok()?
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Compares without stopping at the first difference, so the time taken does not
+/// tell an attacker how much of a guess was right.
+fn tokens_match(expected: &str, sent: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), sent.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_from_anywhere_in_the_form() {
+        let body = b"username=al%20ice&csrf_token=abc123&password=p%26w";
+
+        assert_eq!(form_field(body, "csrf_token").as_deref(), Some("abc123"));
+        assert_eq!(form_field(body, "username").as_deref(), Some("al ice"));
+        assert_eq!(form_field(body, "password").as_deref(), Some("p&w"));
+        assert_eq!(form_field(b"csrf_token", "csrf_token").as_deref(), Some(""));
+        assert_eq!(form_field(b"other=1", "csrf_token"), None);
+        assert_eq!(form_field(b"csrf_token=%zz", "csrf_token"), None);
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match("abcd", "abcd"));
+        assert!(!tokens_match("abcd", "abce"));
+        assert!(!tokens_match("abcd", "abc"));
+        assert!(!tokens_match("abcd", ""));
+    }
+
+    #[test]
+    fn new_tokens_are_long_and_different() {
+        let (a, b) = (new_token(), new_token());
+
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn only_urlencoded_bodies_are_forms() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_form(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=UTF-8"
+                .parse()
+                .unwrap(),
+        );
+        assert!(is_form(&headers));
+        headers.insert(header::CONTENT_TYPE, "multipart/form-data".parse().unwrap());
+        assert!(!is_form(&headers));
+    }
+}

@@ -1,0 +1,31 @@
+//! Identity: the people who can sign in and their roles, passwords (argon2id),
+//! server-side sessions, CSRF protection, and the extractors that tell every other
+//! context who is asking and whether they may.
+
+pub mod csrf;
+mod current_user;
+mod pages;
+pub mod password;
+pub mod sessions;
+pub mod throttle;
+mod users;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use current_user::{
+    Agent, AgentUnderwriterOrAuditor, Auditor, CurrentUser, Underwriter, UnderwriterOrAuditor,
+    anonymous_layout, home_of,
+};
+pub use sessions::Sessions;
+pub use throttle::sign_in_allowed;
+pub use users::{AddUserError, SignIn, User, add_or_reset_user, add_user, authenticate, find_user};
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::start))
+        .route("/login", get(pages::sign_in_page).post(pages::sign_in))
+        .route("/logout", post(pages::sign_out))
+}

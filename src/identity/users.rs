@@ -1,0 +1,311 @@
+//! The people who can sign in: adding them, finding them, and checking a sign-in
+//! against the attempt throttle.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
+
+use super::password::{self, MIN_PASSWORD_CHARS};
+use super::throttle::{lock_after, sign_in_allowed};
+use crate::db::{Db, unique_violation};
+use crate::on_backend;
+use crate::quoting::domain::Role;
+
+/// Someone who can sign in, without their password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub roles: Vec<Role>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddUserError {
+    #[error("a user named {0} already exists")]
+    Duplicate(String),
+    #[error(
+        "\"{0}\" cannot be a username: use 1 to 64 letters, digits, dots, dashes, underscores or @"
+    )]
+    InvalidUsername(String),
+    #[error("give the user at least one role")]
+    NoRoles,
+    #[error("no password was given")]
+    EmptyPassword,
+    #[error("the password is too short: use at least {MIN_PASSWORD_CHARS} characters")]
+    PasswordTooShort,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AddUserError {
+    fn from(error: sqlx::Error) -> Self {
+        AddUserError::Other(error.into())
+    }
+}
+
+const INSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// Adds the user, or gives an existing one this password and these roles (and lifts
+/// any sign-in lock): for the demo, whose passwords are shown only once.
+const UPSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
+     roles = excluded.roles, failed_attempts = 0, locked_until = NULL \
+     RETURNING id, username, roles, created_at";
+
+const SELECT_USER_BY_ID: &str = "SELECT id, username, roles, created_at FROM users WHERE id = $1";
+
+const SELECT_CREDENTIALS: &str = "SELECT id, username, roles, created_at, password_hash, \
+     failed_attempts, locked_until FROM users WHERE username = $1";
+
+/// Claims one attempt: succeeds only if no other attempt was counted since the row
+/// was read, so that concurrent guesses cannot share a slot.
+const COUNT_ATTEMPT: &str = "UPDATE users SET failed_attempts = $2, locked_until = $3 \
+     WHERE id = $1 AND failed_attempts = $4";
+
+const RESET_ATTEMPTS: &str =
+    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1";
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    username: String,
+    roles: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialsRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+    failed_attempts: i32,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: row.id,
+            roles: parse_roles(&row.roles),
+            username: row.username,
+            created_at: row.created_at,
+        }
+    }
+}
+
+fn parse_roles(stored: &str) -> Vec<Role> {
+    stored
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .filter_map(|name| match name.parse() {
+            Ok(role) => Some(role),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring an unknown role stored for a user");
+                None
+            }
+        })
+        .collect()
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    Role::ALL
+        .into_iter()
+        .filter(|role| roles.contains(role))
+        .map(Role::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn is_valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+}
+
+/// Adds someone who can sign in with `password` and holds `roles`. The password is
+/// stored only as an argon2id hash.
+#[tracing::instrument(skip(db, password))]
+pub async fn add_user(
+    db: &Db,
+    username: &str,
+    password: &str,
+    roles: &[Role],
+) -> Result<User, AddUserError> {
+    let new = NewUser::check(username, password, roles).await?;
+    let inserted = on_backend!(db, pool => {
+        sqlx::query(INSERT_USER)
+            .bind(new.user.id)
+            .bind(&new.user.username)
+            .bind(&new.password_hash)
+            .bind(roles_text(&new.user.roles))
+            .bind(new.user.created_at)
+            .execute(pool)
+            .await
+            .map(drop)
+    });
+    match inserted {
+        Ok(_) => {
+            tracing::info!(user_id = %new.user.id, "user added");
+            Ok(new.user)
+        }
+        Err(error) if unique_violation(&error).is_some_and(|c| c.contains("username")) => {
+            Err(AddUserError::Duplicate(username.to_owned()))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Like [`add_user`], but an existing user of that name gets this password and these
+/// roles instead, and any sign-in lock is lifted.
+#[tracing::instrument(skip(db, password))]
+pub async fn add_or_reset_user(
+    db: &Db,
+    username: &str,
+    password: &str,
+    roles: &[Role],
+) -> Result<User, AddUserError> {
+    let new = NewUser::check(username, password, roles).await?;
+    let row: UserRow = on_backend!(db, pool => {
+        sqlx::query_as(UPSERT_USER)
+            .bind(new.user.id)
+            .bind(&new.user.username)
+            .bind(&new.password_hash)
+            .bind(roles_text(&new.user.roles))
+            .bind(new.user.created_at)
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok(row.into())
+}
+
+/// A user ready to be stored: valid name, roles and password, the password hashed.
+struct NewUser {
+    user: User,
+    password_hash: String,
+}
+
+impl NewUser {
+    async fn check(username: &str, password: &str, roles: &[Role]) -> Result<Self, AddUserError> {
+        if !is_valid_username(username) {
+            return Err(AddUserError::InvalidUsername(username.to_owned()));
+        }
+        if roles.is_empty() {
+            return Err(AddUserError::NoRoles);
+        }
+        if password.is_empty() {
+            return Err(AddUserError::EmptyPassword);
+        }
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(AddUserError::PasswordTooShort);
+        }
+        Ok(NewUser {
+            password_hash: password::hash(password).await?,
+            user: User {
+                id: Uuid::now_v7(),
+                username: username.to_owned(),
+                roles: parse_roles(&roles_text(roles)),
+                // PostgreSQL keeps microseconds: the user returned is the user stored.
+                created_at: Utc::now().trunc_subsecs(6),
+            },
+        })
+    }
+}
+
+/// The user with this id, if they still exist.
+pub async fn find_user(db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    let row: Option<UserRow> = on_backend!(db, pool => {
+        sqlx::query_as(SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await
+    })?;
+    Ok(row.map(User::from))
+}
+
+/// What became of one sign-in attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    SignedIn(User),
+    /// Unknown username or wrong password: deliberately the same answer.
+    Refused,
+    /// Too many attempts in a row; no attempt is checked before this time.
+    Locked {
+        until: DateTime<Utc>,
+    },
+}
+
+/// Checks a username and password, counting the attempt against the account's
+/// throttle. A locked account's password is not even checked.
+#[tracing::instrument(skip(db, password))]
+pub async fn authenticate(
+    db: &Db,
+    username: &str,
+    password: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<SignIn> {
+    // Each pass that fails to claim its attempt lost to a concurrent attempt; a few
+    // passes settle it, and a storm of them is answered as throttled.
+    for _ in 0..8 {
+        let row: Option<CredentialsRow> = on_backend!(db, pool => {
+            sqlx::query_as(SELECT_CREDENTIALS).bind(username).fetch_optional(pool).await
+        })?;
+        let Some(row) = row else {
+            password::verify(password, None).await?;
+            return Ok(SignIn::Refused);
+        };
+        let failed = u32::try_from(row.failed_attempts).unwrap_or(0);
+        if let Err(until) = sign_in_allowed(failed, row.locked_until, now) {
+            tracing::info!(%until, "sign-in refused: too many attempts");
+            return Ok(SignIn::Locked { until });
+        }
+        let counted = failed.saturating_add(1);
+        let locked_until = lock_after(counted).map(|wait| now + wait);
+        let claimed = on_backend!(db, pool => {
+            sqlx::query(COUNT_ATTEMPT)
+                .bind(row.user.id)
+                .bind(i32::try_from(counted).unwrap_or(i32::MAX))
+                .bind(locked_until)
+                .bind(row.failed_attempts)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if claimed == 0 {
+            continue;
+        }
+        if !password::verify(password, Some(row.password_hash)).await? {
+            tracing::info!(failed_attempts = counted, "sign-in refused: wrong password");
+            return Ok(SignIn::Refused);
+        }
+        on_backend!(db, pool => {
+            sqlx::query(RESET_ATTEMPTS).bind(row.user.id).execute(pool).await.map(drop)
+        })?;
+        return Ok(SignIn::SignedIn(row.user.into()));
+    }
+    Ok(SignIn::Locked {
+        until: now + chrono::TimeDelta::seconds(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_stored_in_one_order_without_repeats() {
+        let text = roles_text(&[Role::Auditor, Role::Agent, Role::Auditor]);
+
+        assert_eq!(text, "agent,auditor");
+        assert_eq!(parse_roles(&text), [Role::Agent, Role::Auditor]);
+    }
+
+    #[test]
+    fn usernames_are_short_and_plain() {
+        assert!(is_valid_username("alice"));
+        assert!(is_valid_username("a.lee-2_x@corp"));
+        assert!(!is_valid_username(""));
+        assert!(!is_valid_username("alice smith"));
+        assert!(!is_valid_username("alice,bob"));
+        assert!(!is_valid_username(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,452 @@
+//! Identity over HTTP: signing in and out, the attempt throttle, sessions, CSRF and
+//! the role guards; and adding users.
+
+use axum::Router;
+use axum::routing::get;
+use chrono::{TimeDelta, Utc};
+use quoteline::identity::{self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor};
+use quoteline::on_backend;
+use quoteline::quoting::domain::Role;
+
+use crate::support::{
+    TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, session_cookie,
+};
+
+storage_tests!(
+    signing_in_renews_the_session_and_sends_an_agent_to_their_quotes,
+    each_role_starts_at_its_own_page,
+    an_admin_starts_at_the_administration_page,
+    an_unknown_user_and_a_wrong_password_get_the_same_answer,
+    an_empty_sign_in_form_asks_for_both_fields,
+    five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused,
+    the_right_password_works_again_once_the_lock_time_has_passed,
+    a_successful_sign_in_starts_the_count_of_failures_again,
+    a_signed_out_visitor_is_sent_to_sign_in,
+    the_session_cookie_is_http_only_and_same_site_lax,
+    signing_out_ends_the_session_in_the_store,
+    a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing,
+    a_post_with_a_wrong_csrf_token_is_refused,
+    a_post_from_another_site_is_refused_even_with_the_right_token,
+    the_sign_in_form_needs_its_token_too,
+    a_guarded_page_sends_the_signed_out_to_sign_in_whatever_the_method,
+    a_guarded_page_refuses_a_person_without_its_role,
+    a_guarded_page_lets_in_a_person_with_any_of_its_roles,
+    adding_a_user_twice_is_refused_as_a_duplicate,
+    a_password_is_stored_only_as_an_argon2id_hash,
+    a_short_or_empty_password_is_refused,
+);
+
+async fn signing_in_renews_the_session_and_sends_an_agent_to_their_quotes(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    let page = app.get("/login").await;
+    let anonymous_session = session_cookie(&page).expect("the sign-in page starts a session");
+    let token = csrf_token_in(&html_page(page, 200).await).unwrap();
+
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("username", "asha"),
+            ("password", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+
+    assert_is_redirect_to(&response, "/quotes");
+    let signed_in_session = session_cookie(&response).expect("sign-in sets the session cookie");
+    assert_ne!(signed_in_session, anonymous_session);
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+}
+
+async fn each_role_starts_at_its_own_page(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let people: [(&str, &[Role], &str); 4] = [
+        ("uma", &[Role::Underwriter], "/underwriting/queue"),
+        ("ada", &[Role::Auditor], "/audit"),
+        (
+            "both",
+            &[Role::Auditor, Role::Underwriter],
+            "/underwriting/queue",
+        ),
+        ("all", &[Role::Admin, Role::Auditor, Role::Agent], "/quotes"),
+    ];
+
+    for (username, roles, home) in people {
+        let password = app.add_user(username, roles).await;
+        let response = app.sign_in(username, &password).await;
+
+        assert_is_redirect_to(&response, home);
+        assert_is_redirect_to(&app.get("/").await, home);
+        assert_is_redirect_to(&app.post_form("/logout", &[]).await, "/login");
+    }
+}
+
+async fn an_admin_starts_at_the_administration_page(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("root", &[Role::Admin]).await;
+
+    assert_is_redirect_to(&app.sign_in("root", &password).await, "/");
+    let body = html_page(app.get("/").await, 200).await;
+
+    assert!(body.contains("<h1>Administration</h1>"), "{body}");
+    assert!(
+        body.contains("Signed in as <strong>root</strong>"),
+        "{body}"
+    );
+}
+
+async fn an_unknown_user_and_a_wrong_password_get_the_same_answer(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.add_user("asha", &[Role::Agent]).await;
+
+    let unknown = html_page(app.sign_in("nobody", "whatever-password").await, 401).await;
+    let wrong = html_page(app.sign_in("asha", "not-her-password").await, 401).await;
+
+    for body in [&unknown, &wrong] {
+        assert!(body.contains("<h1>Sign in</h1>"), "{body}");
+        assert!(
+            body.contains("Enter a correct username and password"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("password\" value"),
+            "a password is never echoed"
+        );
+    }
+    assert!(unknown.contains(r#"value="nobody""#), "{unknown}");
+    assert!(wrong.contains(r#"value="asha""#), "{wrong}");
+    assert_is_redirect_to(&app.get("/").await, "/login");
+}
+
+async fn an_empty_sign_in_form_asks_for_both_fields(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+
+    let body = html_page(app.sign_in("", "").await, 422).await;
+
+    assert!(body.contains("Enter your username"), "{body}");
+    assert!(body.contains("Enter your password"), "{body}");
+}
+
+async fn five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    for attempt in 1..=5 {
+        let response = app.sign_in("asha", "a-wrong-guess").await;
+        assert_eq!(response.status().as_u16(), 401, "attempt {attempt}");
+    }
+
+    let response = app.sign_in("asha", &password).await;
+
+    // The lock began at the fifth attempt, a moment ago: 30 seconds, give or take.
+    let retry_after: i64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (25..=30).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    let body = html_page(response, 429).await;
+    assert!(body.contains("Too many attempts to sign in"), "{body}");
+    assert!(
+        body.contains(&format!("Try again in {retry_after} seconds")),
+        "{body}"
+    );
+    assert_is_redirect_to(&app.get("/").await, "/login");
+}
+
+async fn the_right_password_works_again_once_the_lock_time_has_passed(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    for _ in 1..=5 {
+        app.sign_in("asha", "a-wrong-guess").await;
+    }
+    assert_eq!(app.sign_in("asha", &password).await.status().as_u16(), 429);
+
+    set_locked_until(&app, "asha", Utc::now() - TimeDelta::seconds(1)).await;
+    let response = app.sign_in("asha", &password).await;
+
+    assert_is_redirect_to(&response, "/quotes");
+    assert_eq!(failed_attempts(&app, "asha").await, 0);
+}
+
+async fn a_successful_sign_in_starts_the_count_of_failures_again(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    for _ in 1..=4 {
+        app.sign_in("asha", "a-wrong-guess").await;
+    }
+    assert_is_redirect_to(&app.sign_in("asha", &password).await, "/quotes");
+    app.post_form("/logout", &[]).await;
+
+    for attempt in 1..=4 {
+        let response = app.sign_in("asha", "a-wrong-guess").await;
+        assert_eq!(response.status().as_u16(), 401, "attempt {attempt}");
+    }
+
+    assert_is_redirect_to(&app.sign_in("asha", &password).await, "/quotes");
+}
+
+async fn a_signed_out_visitor_is_sent_to_sign_in(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+
+    assert_is_redirect_to(&app.get("/").await, "/login");
+    let body = html_page(app.get("/login").await, 200).await;
+    assert!(body.contains("<h1>Sign in</h1>"), "{body}");
+    assert!(
+        body.contains(r#"<label for="username">Username</label>"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<label for="password">Password</label>"#),
+        "{body}"
+    );
+}
+
+async fn the_session_cookie_is_http_only_and_same_site_lax(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+
+    let response = app.get("/login").await;
+
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set_cookie.starts_with("quoteline_session="), "{set_cookie}");
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    assert!(set_cookie.contains("Max-Age=1800"), "{set_cookie}");
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+}
+
+async fn signing_out_ends_the_session_in_the_store(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    let signed_in = app.sign_in("asha", &password).await;
+    let session = session_cookie(&signed_in).unwrap();
+
+    let response = app.post_form("/logout", &[]).await;
+
+    assert_is_redirect_to(&response, "/login");
+    assert_is_redirect_to(&app.get("/").await, "/login");
+    // The old cookie, replayed from elsewhere, opens nothing either.
+    let replayed = TestApp::browser()
+        .get(app.url("/"))
+        .header("cookie", format!("quoteline_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_is_redirect_to(&replayed, "/login");
+}
+
+async fn a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+
+    let response = app
+        .client
+        .post(app.url("/logout"))
+        .form(&[("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+
+    let body = html_page(response, 403).await;
+    assert!(body.contains("This form has expired"), "{body}");
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+    // Not a form at all: refused the same way.
+    let bare = app.client.post(app.url("/logout")).send().await.unwrap();
+    html_page(bare, 403).await;
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+}
+
+async fn a_post_with_a_wrong_csrf_token_is_refused(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let token = app.csrf_token("/login").await;
+    let wrong = "0".repeat(token.len());
+
+    let response = app
+        .client
+        .post(app.url("/logout"))
+        .form(&[("csrf_token", wrong.as_str())])
+        .send()
+        .await
+        .unwrap();
+
+    let body = html_page(response, 403).await;
+    assert!(body.contains("This form has expired"), "{body}");
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+}
+
+async fn a_post_from_another_site_is_refused_even_with_the_right_token(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let token = app.csrf_token("/login").await;
+
+    let response = app
+        .client
+        .post(app.url("/logout"))
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+
+    let body = html_page(response, 403).await;
+    assert!(body.contains("You cannot do that"), "{body}");
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+}
+
+async fn the_sign_in_form_needs_its_token_too(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    app.get("/login").await;
+
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "asha"), ("password", password.as_str())])
+        .send()
+        .await
+        .unwrap();
+
+    html_page(response, 403).await;
+    assert_is_redirect_to(&app.get("/").await, "/login");
+}
+
+/// The app's own routes plus two guarded test pages, under the real middleware.
+async fn app_with_guarded_pages(test_db: &TestDb) -> TestApp {
+    async fn agents_only(Agent(user): Agent) -> String {
+        format!("hello agent {}", user.username)
+    }
+    async fn timeline(UnderwriterOrAuditor(user): UnderwriterOrAuditor) -> String {
+        format!("hello {}", user.username)
+    }
+    async fn whoami(user: CurrentUser) -> String {
+        user.actor().username
+    }
+    TestApp::spawn_with(test_db, |state| {
+        let sessions = state.sessions.clone();
+        let routes = identity::router()
+            .route("/agents-only", get(agents_only).post(agents_only))
+            .route("/timeline", get(timeline))
+            .route("/whoami", get(whoami))
+            .with_state(state);
+        quoteline::web::middleware::apply(Router::new().merge(routes), &sessions)
+    })
+    .await
+}
+
+async fn a_guarded_page_sends_the_signed_out_to_sign_in_whatever_the_method(test_db: &TestDb) {
+    let app = app_with_guarded_pages(test_db).await;
+
+    assert_is_redirect_to(&app.get("/agents-only").await, "/login");
+    assert_is_redirect_to(&app.get("/whoami").await, "/login");
+    assert_is_redirect_to(&app.post_form("/agents-only", &[]).await, "/login");
+}
+
+async fn a_guarded_page_refuses_a_person_without_its_role(test_db: &TestDb) {
+    let app = app_with_guarded_pages(test_db).await;
+    app.sign_in_as("ada", &[Role::Auditor]).await;
+
+    let body = html_page(app.get("/agents-only").await, 403).await;
+
+    assert!(body.contains("This page is for agents."), "{body}");
+}
+
+async fn a_guarded_page_lets_in_a_person_with_any_of_its_roles(test_db: &TestDb) {
+    let app = app_with_guarded_pages(test_db).await;
+    app.sign_in_as("ada", &[Role::Auditor]).await;
+
+    let response = app.get("/timeline").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.text().await.unwrap(), "hello ada");
+    assert_eq!(app.get("/whoami").await.text().await.unwrap(), "ada");
+}
+
+async fn adding_a_user_twice_is_refused_as_a_duplicate(test_db: &TestDb) {
+    let db = &test_db.db;
+    identity::add_user(db, "asha", "first-password", &[Role::Agent])
+        .await
+        .unwrap();
+
+    let again = identity::add_user(db, "asha", "second-password", &[Role::Auditor]).await;
+
+    match again {
+        Err(error @ AddUserError::Duplicate(_)) => {
+            assert_eq!(error.to_string(), "a user named asha already exists");
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+}
+
+async fn a_password_is_stored_only_as_an_argon2id_hash(test_db: &TestDb) {
+    let db = &test_db.db;
+    let user = identity::add_user(db, "asha", "correct horse battery", &[Role::Agent])
+        .await
+        .unwrap();
+
+    let stored: String = on_backend!(db, pool => {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = $1")
+            .bind("asha")
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+
+    assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
+    assert!(!stored.contains("correct horse battery"));
+    assert_eq!(user.roles, [Role::Agent]);
+    let found = identity::find_user(db, user.id).await.unwrap().unwrap();
+    assert_eq!(found, user);
+}
+
+async fn a_short_or_empty_password_is_refused(test_db: &TestDb) {
+    let db = &test_db.db;
+
+    let short = identity::add_user(db, "asha", "seven77", &[Role::Agent]).await;
+    let empty = identity::add_user(db, "asha", "", &[Role::Agent]).await;
+
+    assert!(
+        matches!(short, Err(AddUserError::PasswordTooShort)),
+        "{short:?}"
+    );
+    assert!(
+        matches!(empty, Err(AddUserError::EmptyPassword)),
+        "{empty:?}"
+    );
+    assert!(
+        identity::add_user(db, "asha", "eight888", &[Role::Agent])
+            .await
+            .is_ok()
+    );
+}
+
+async fn set_locked_until(app: &TestApp, username: &str, until: chrono::DateTime<Utc>) {
+    on_backend!(&app.state.db, pool => {
+        sqlx::query("UPDATE users SET locked_until = $1 WHERE username = $2")
+            .bind(until)
+            .bind(username)
+            .execute(pool)
+            .await
+            .map(drop)
+    })
+    .unwrap();
+}
+
+async fn failed_attempts(app: &TestApp, username: &str) -> i32 {
+    on_backend!(&app.state.db, pool => {
+        sqlx::query_scalar("SELECT failed_attempts FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap()
+}
