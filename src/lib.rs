@@ -9,6 +9,7 @@ pub mod demo;
 pub mod eventstore;
 pub mod identity;
 pub mod quoting;
+pub mod underwriting;
 pub mod web;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(identity::router())
         .merge(quoting::pages::router())
+        .merge(underwriting::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(stylesheet))
         .route("/static/favicon.svg", get(favicon))
