@@ -222,7 +222,7 @@ async fn head_of(conn: Conn<'_>, stream_id: Uuid) -> Result<(i64, String), Appen
 }
 
 /// The events an earlier append with the same idempotency key wrote, if any.
-async fn find_earlier_append(
+pub(super) async fn find_earlier_append(
     mut conn: Conn<'_>,
     request: &AppendRequest,
 ) -> Result<Option<Vec<RecordedEvent>>, AppendError> {

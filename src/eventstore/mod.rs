@@ -6,6 +6,7 @@
 //! chain and runs the registered [`Projector`]s in the same transaction.
 
 mod append;
+mod batch;
 mod hash;
 mod model;
 mod sql;

@@ -7,6 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendError, AppendRequest, Projectors, append_in, explain_failure};
+use super::batch::append_batch_in;
 use super::model::Appended;
 use crate::db::{Conn, Db};
 
@@ -47,21 +48,52 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Writes a batch in one transaction. The outer error means the transaction as a
-/// whole failed and nothing was written; the inner results are each command's own.
+/// Writes a batch in one transaction: set-based first, and if that fails for any
+/// reason, again with one savepoint per append. The outer error means the
+/// transaction as a whole failed and nothing was written; the inner results are
+/// each command's own.
 async fn commit_batch(
     db: &Db,
     projectors: &Projectors,
     requests: &[&AppendRequest],
 ) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+    match write_batch(db, projectors, requests, Mode::SetBased).await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(error) => {
+            tracing::debug!(%error, "set-based batch failed; writing it one append at a time");
+            write_batch(db, projectors, requests, Mode::SavepointEach).await
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    SetBased,
+    SavepointEach,
+}
+
+/// One write transaction on a pooled connection: the batch, then COMMIT; rolled
+/// back on any error.
+async fn write_batch(
+    db: &Db,
+    projectors: &Projectors,
+    requests: &[&AppendRequest],
+    mode: Mode,
+) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
     let mut pooled = db.acquire().await?;
     let mut conn = pooled.as_conn();
     conn.begin_write().await?;
     let written = async {
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            outcomes.push(append_in_savepoint(conn.reborrow(), projectors, request).await?);
-        }
+        let outcomes = match mode {
+            Mode::SetBased => append_batch_in(conn.reborrow(), projectors, requests).await?,
+            Mode::SavepointEach => {
+                let mut outcomes = Vec::with_capacity(requests.len());
+                for request in requests {
+                    outcomes.push(append_in_savepoint(conn.reborrow(), projectors, request).await?);
+                }
+                outcomes
+            }
+        };
         conn.execute_plain("COMMIT").await?;
         Ok(outcomes)
     }

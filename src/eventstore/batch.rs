@@ -1,0 +1,298 @@
+//! The group-commit fast path: a whole batch of appends in a handful of set-based
+//! statements (read every head once, check idempotency keys once, insert every event
+//! in one statement, move every head in one statement) instead of a savepoint and
+//! five statements per append. Conflicts and repeated keys are decided in memory
+//! with the heads just read.
+//!
+//! Anything unexpected (a unique violation from another instance, a projection
+//! error) fails the fast path as a whole; the writer then rolls back and runs the
+//! batch again one savepoint per append, which answers each command exactly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::append::{
+    AppendError, AppendRequest, Projector, find_earlier_append, idempotent_event_id,
+};
+use super::hash::{GENESIS, HashInput};
+use super::model::{Appended, GlobalPosition, RecordedEvent};
+use crate::db::{Backend, Conn};
+use crate::on_backend;
+
+/// Rows per INSERT statement: 11 parameters each stays far below both backends'
+/// limits on bound parameters.
+const ROWS_PER_INSERT: usize = 1_000;
+
+pub type Outcome = Result<Appended, AppendError>;
+
+/// Appends a batch inside the caller's transaction. An `Err` means nothing can be
+/// trusted and the caller must roll back; the inner results are each command's own.
+pub async fn append_batch_in(
+    mut conn: Conn<'_>,
+    projectors: &[Arc<dyn Projector>],
+    requests: &[&AppendRequest],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+    for (i, request) in requests.iter().enumerate() {
+        if request.events.is_empty() {
+            outcomes[i] = Some(Err(AppendError::NoEvents));
+        }
+    }
+
+    // Idempotency: which keys were seen in earlier batches, and which repeat a key
+    // earlier in this batch (answered after the insert with that request's events).
+    let first_ids: Vec<Option<Uuid>> = requests
+        .iter()
+        .map(|r| {
+            r.metadata
+                .idempotency_key
+                .as_deref()
+                .map(|key| idempotent_event_id(r.stream_id, key, 0))
+        })
+        .collect();
+    let keyed: Vec<Uuid> = first_ids.iter().flatten().copied().collect();
+    let seen = existing_event_ids(conn.reborrow(), &keyed).await?;
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    let mut first_in_batch: HashMap<Uuid, usize> = HashMap::new();
+    for (i, request) in requests.iter().enumerate() {
+        let Some(first_id) = first_ids[i] else {
+            continue;
+        };
+        if outcomes[i].is_some() {
+            continue;
+        }
+        if seen.contains(&first_id) {
+            let earlier = find_earlier_append(conn.reborrow(), request)
+                .await
+                .map_err(into_sqlx)?
+                .unwrap_or_default();
+            outcomes[i] = Some(Ok(Appended::AlreadyWritten(earlier)));
+        } else if let Some(&original) = first_in_batch.get(&first_id) {
+            repeats.push((i, original));
+        } else {
+            first_in_batch.insert(first_id, i);
+        }
+    }
+    let repeat_of: HashMap<usize, usize> = repeats.iter().copied().collect();
+
+    // Heads of every stream the batch touches, then each command checked in order
+    // against the head as the commands before it left it.
+    let streams: Vec<Uuid> = requests.iter().map(|r| r.stream_id).collect();
+    let mut heads = stream_heads(conn.reborrow(), &streams).await?;
+    let mut accepted: Vec<(usize, Vec<RecordedEvent>)> = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        if outcomes[i].is_some() || repeat_of.contains_key(&i) {
+            continue;
+        }
+        let (current, prev_hash) = heads
+            .get(&request.stream_id)
+            .cloned()
+            .unwrap_or_else(|| (0, GENESIS.to_owned()));
+        if !request.expected.matches(current) {
+            outcomes[i] = Some(Err(AppendError::Conflict {
+                stream_id: request.stream_id,
+                expected: request.expected,
+                actual: current,
+            }));
+            continue;
+        }
+        let events = chain(request, current, prev_hash);
+        let last = events
+            .last()
+            .expect("requests with no events were answered above");
+        heads.insert(request.stream_id, (last.version, last.hash.clone()));
+        accepted.push((i, events));
+    }
+
+    if !accepted.is_empty() {
+        insert_events(conn.reborrow(), &mut accepted).await?;
+        move_heads(conn.reborrow(), &accepted).await?;
+        for projector in projectors {
+            for (_, events) in &accepted {
+                projector.apply(conn.reborrow(), events).await?;
+            }
+        }
+    }
+    let mut written: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
+    for (i, events) in accepted {
+        written.insert(i, events.clone());
+        outcomes[i] = Some(Ok(Appended::Written(events)));
+    }
+    for (i, original) in repeats {
+        outcomes[i] = Some(match written.get(&original) {
+            Some(events) => Ok(Appended::AlreadyWritten(events.clone())),
+            // The first command with this key was refused, so this one is too.
+            None => outcomes[original].clone().expect("answered above"),
+        });
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every request is answered"))
+        .collect())
+}
+
+/// The request's events with versions, ids and the hash chain; positions are
+/// filled in by the insert.
+fn chain(request: &AppendRequest, current: i64, mut prev_hash: String) -> Vec<RecordedEvent> {
+    let meta = &request.metadata;
+    request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let version = current + 1 + index as i64;
+            let event_id = match &meta.idempotency_key {
+                Some(key) => idempotent_event_id(request.stream_id, key, index),
+                None => Uuid::now_v7(),
+            };
+            let hash = HashInput {
+                stream_id: request.stream_id,
+                version,
+                event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                actor: &meta.actor,
+                recorded_at: meta.recorded_at,
+                request_id: meta.request_id.as_deref(),
+                prev_hash: &prev_hash,
+            }
+            .hash();
+            RecordedEvent {
+                global: GlobalPosition::START,
+                stream_id: request.stream_id,
+                version,
+                event_id,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                actor: meta.actor.clone(),
+                recorded_at: meta.recorded_at,
+                request_id: meta.request_id.clone(),
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
+}
+
+async fn existing_event_ids(conn: Conn<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_backend!(conn, c => {
+        let mut query = sqlx::QueryBuilder::new("SELECT event_id FROM events WHERE event_id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build_query_scalar().fetch_all(&mut *c).await
+    })
+}
+
+async fn stream_heads(
+    conn: Conn<'_>,
+    streams: &[Uuid],
+) -> Result<HashMap<Uuid, (i64, String)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, String)> = on_backend!(conn, c => {
+        let mut query =
+            sqlx::QueryBuilder::new("SELECT stream_id, version, hash FROM streams WHERE stream_id IN (");
+        let mut list = query.separated(", ");
+        for id in streams {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build_query_as().fetch_all(&mut *c).await?
+    });
+    Ok(rows.into_iter().map(|(id, v, h)| (id, (v, h))).collect())
+}
+
+/// One multi-row INSERT per thousand events; fills in each event's position.
+async fn insert_events(
+    conn: Conn<'_>,
+    accepted: &mut [(usize, Vec<RecordedEvent>)],
+) -> Result<(), sqlx::Error> {
+    let returning = match &conn {
+        Backend::Sqlite(_) => " RETURNING event_id, position, position",
+        Backend::Postgres(_) => " RETURNING event_id, position, tx_id::text::bigint",
+    };
+    let mut positions: HashMap<Uuid, GlobalPosition> = HashMap::new();
+    let all: Vec<&RecordedEvent> = accepted.iter().flat_map(|(_, e)| e.iter()).collect();
+    let mut conn = conn;
+    for rows in all.chunks(ROWS_PER_INSERT) {
+        let returned: Vec<(Uuid, i64, i64)> = on_backend!(conn.reborrow(), c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, \
+                 payload, actor, recorded_at, request_id, prev_hash, hash) ",
+            );
+            query.push_values(rows, |mut row, e| {
+                row.push_bind(e.stream_id)
+                    .push_bind(e.version)
+                    .push_bind(e.event_id)
+                    .push_bind(&e.event_type)
+                    .push_bind(e.schema_version)
+                    .push_bind(Json(&e.payload))
+                    .push_bind(&e.actor)
+                    .push_bind(e.recorded_at)
+                    .push_bind(&e.request_id)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            query.push(returning);
+            query.build_query_as().fetch_all(&mut *c).await?
+        });
+        positions.extend(
+            returned
+                .into_iter()
+                .map(|(id, position, commit)| (id, GlobalPosition { commit, position })),
+        );
+    }
+    for (_, events) in accepted.iter_mut() {
+        for event in events {
+            event.global = *positions.get(&event.event_id).ok_or_else(|| {
+                sqlx::Error::Protocol(format!("no position returned for event {}", event.event_id))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every touched stream's new head in one statement.
+async fn move_heads(
+    conn: Conn<'_>,
+    accepted: &[(usize, Vec<RecordedEvent>)],
+) -> Result<(), sqlx::Error> {
+    // The last append to each stream in the batch holds its final head.
+    let mut last: HashMap<Uuid, &RecordedEvent> = HashMap::new();
+    for (_, events) in accepted {
+        let event = events.last().expect("accepted appends have events");
+        last.insert(event.stream_id, event);
+    }
+    on_backend!(conn, c => {
+        let mut query = sqlx::QueryBuilder::new("INSERT INTO streams (stream_id, version, hash, updated_at) ");
+        query.push_values(last.values(), |mut row, e| {
+            row.push_bind(e.stream_id)
+                .push_bind(e.version)
+                .push_bind(&e.hash)
+                .push_bind(e.recorded_at);
+        });
+        query.push(
+            " ON CONFLICT (stream_id) DO UPDATE \
+              SET version = excluded.version, hash = excluded.hash, updated_at = excluded.updated_at",
+        );
+        query.build().execute(&mut *c).await?;
+    });
+    Ok(())
+}
+
+fn into_sqlx(error: AppendError) -> sqlx::Error {
+    match error {
+        AppendError::Database(shared) => Arc::try_unwrap(shared)
+            .unwrap_or_else(|shared| sqlx::Error::Protocol(shared.to_string())),
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
