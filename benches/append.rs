@@ -135,7 +135,7 @@ fn number(text: &str) -> Result<usize, String> {
 
 const RAW: &str = "raw INSERT/txn";
 const STORE: &str = "EventStore::append";
-const CEILING: &str = "ceiling: full batches";
+const CEILING: &str = "fallback: savepoint each";
 
 /// One configuration's outcome.
 struct Measured {
@@ -312,9 +312,9 @@ async fn appends(
     Ok((began.elapsed(), latencies))
 }
 
-/// Not a budget figure but the group commit's ceiling with the store's statements as
-/// they are: one task writes `batch` appends per transaction, each in a savepoint as
-/// the writer does, so nothing waits on other tasks and every batch is full.
+/// Not a budget figure: the writer's fallback path (one savepoint and its own
+/// statements per append, used when the set-based path fails) in full batches of
+/// `batch` appends per transaction, so nothing waits on other tasks.
 async fn full_batches(
     store: &EventStore,
     batch: usize,

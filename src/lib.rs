@@ -38,7 +38,10 @@ impl AppState {
     /// must be kept in the append's transaction.
     pub async fn open(db: Db) -> anyhow::Result<AppState> {
         db.migrate().await?;
-        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(quoting::QuoteSummaryProjection)];
+        let projectors: Vec<Arc<dyn Projector>> = vec![
+            Arc::new(quoting::QuoteSummaryProjection),
+            Arc::new(underwriting::queue::ApprovalQueueProjection),
+        ];
         let store = EventStore::new(db.clone(), projectors);
         let quotes = quoting::QuoteService::new(store.clone());
         let sessions = identity::Sessions::open(&db).await?;

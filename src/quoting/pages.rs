@@ -73,7 +73,7 @@ pub struct FormMeta {
 }
 
 impl FormMeta {
-    fn version(&self) -> Result<i64, AppError> {
+    pub fn version(&self) -> Result<i64, AppError> {
         self.version
             .parse()
             .ok()
@@ -81,7 +81,7 @@ impl FormMeta {
             .ok_or_else(|| AppError::bad_request("The form was missing its quote version. Go back, reload the page and try again."))
     }
 
-    fn envelope(&self, headers: &HeaderMap) -> Envelope {
+    pub fn envelope(&self, headers: &HeaderMap) -> Envelope {
         let key = self.idempotency_key.trim();
         Envelope {
             at: Utc::now(),
@@ -94,7 +94,7 @@ impl FormMeta {
     }
 }
 
-fn new_key() -> String {
+pub fn new_key() -> String {
     Uuid::new_v4().to_string()
 }
 
@@ -110,7 +110,7 @@ async fn own_quote(state: &AppState, user: &CurrentUser, id: Uuid) -> Result<Quo
     Ok(quote)
 }
 
-fn into_app_error(error: CommandError) -> AppError {
+pub fn into_app_error(error: CommandError) -> AppError {
     match error {
         CommandError::Rejected(rule) => refusal(rule),
         CommandError::Stale { .. } => AppError::conflict(
@@ -276,30 +276,31 @@ struct TaskListPage {
     editable: bool,
     can_withdraw: bool,
     idempotency_key: String,
-    flash: Option<String>,
-    back_href: &'static str,
 }
 
 async fn task_list(
     State(state): State<AppState>,
     AgentUnderwriterOrAuditor(user): AgentUnderwriterOrAuditor,
     QuoteId(id): QuoteId,
-) -> Result<TaskListPage, AppError> {
+) -> Result<Response, AppError> {
     let quote = summary::find(&state.db, id)
         .await?
         .ok_or_else(AppError::not_found)?;
     let is_owner = quote.agent == user.username && user.has_role(Role::Agent);
     let is_staff = user.has_role(Role::Underwriter) || user.has_role(Role::Auditor);
-    if !is_owner && !is_staff {
-        return Err(AppError::not_found());
+    if !is_owner {
+        // Underwriters and auditors read the quote whole; other agents never see it.
+        return match is_staff {
+            true => crate::underwriting::decisions::quote_view(&state, &user, id).await,
+            false => Err(AppError::not_found()),
+        };
     }
     let status = quote.status();
-    let editable = is_owner && matches!(status, Status::Initiated | Status::Saved);
-    let can_withdraw = is_owner
-        && matches!(
-            status,
-            Status::Initiated | Status::Saved | Status::Finalized
-        );
+    let editable = matches!(status, Status::Initiated | Status::Saved);
+    let can_withdraw = matches!(
+        status,
+        Status::Initiated | Status::Saved | Status::Finalized
+    );
     Ok(TaskListPage {
         layout: user.layout(),
         sections: vec![
@@ -323,9 +324,8 @@ async fn task_list(
         editable,
         can_withdraw,
         idempotency_key: new_key(),
-        flash: None,
-        back_href: if is_owner { "/quotes" } else { "/" },
-    })
+    }
+    .into_response())
 }
 
 // ----- Section pages -----------------------------------------------------------

@@ -9,5 +9,7 @@ use axum::Router;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(queue::router()).merge(decisions::router())
+    Router::new()
+        .merge(queue::router())
+        .merge(decisions::router())
 }

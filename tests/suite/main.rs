@@ -7,6 +7,8 @@
 mod support;
 
 mod agent_pages;
+mod approval_queue;
+mod decisions;
 mod eventstore;
 mod identity;
 mod quote_service;
