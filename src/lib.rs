@@ -4,6 +4,7 @@
 //! store with every context's projections, and merges the contexts' routers under
 //! the one middleware stack.
 
+pub mod audit;
 pub mod db;
 pub mod demo;
 pub mod eventstore;
@@ -41,6 +42,7 @@ impl AppState {
         let projectors: Vec<Arc<dyn Projector>> = vec![
             Arc::new(quoting::QuoteSummaryProjection),
             Arc::new(underwriting::queue::ApprovalQueueProjection),
+            Arc::new(audit::TimelineProjection),
         ];
         let store = EventStore::new(db.clone(), projectors);
         let quotes = quoting::QuoteService::new(store.clone());
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::router())
         .merge(quoting::pages::router())
         .merge(underwriting::router())
+        .merge(audit::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(stylesheet))
         .route("/static/favicon.svg", get(favicon))

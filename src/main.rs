@@ -113,14 +113,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify => {
             let state = AppState::open(db).await?;
-            let report = state.store.verify().await?;
+            eprintln!("Verifying every hash chain…");
+            // Recorded like a check from the page, so /audit/verify shows this run too.
+            let (report, run) =
+                quoteline::audit::verification::run(&state.store, "quoteline verify").await?;
             println!(
                 "Checked {} streams and {} events.",
                 report.streams_checked, report.events_checked
             );
+            let references: std::collections::HashMap<_, _> = run
+                .mismatches
+                .iter()
+                .filter_map(|m| Some((m.stream_id, m.reference.clone()?)))
+                .collect();
             for m in &report.mismatches {
+                let quote = references
+                    .get(&m.stream_id)
+                    .map(|r| format!(" (quote {r})"))
+                    .unwrap_or_default();
                 println!(
-                    "MISMATCH stream {} version {}: {}",
+                    "MISMATCH stream {} version {}: {}{quote}",
                     m.stream_id, m.version, m.problem
                 );
             }

@@ -8,6 +8,7 @@ mod support;
 
 mod agent_pages;
 mod approval_queue;
+mod audit;
 mod decisions;
 mod eventstore;
 mod identity;

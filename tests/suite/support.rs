@@ -77,6 +77,19 @@ impl TestDb {
         matches!(self.db, Backend::Postgres(_))
     }
 
+    /// A `DATABASE_URL` that opens this very database, for running the `quoteline`
+    /// binary against it (on PostgreSQL, with the test's schema as search path).
+    pub fn url(&self) -> String {
+        match (&self.postgres_schema, &self._sqlite_dir) {
+            (Some((url, schema)), _) => {
+                let joiner = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{joiner}options%5Bsearch_path%5D={schema}")
+            }
+            (None, Some(dir)) => format!("sqlite://{}", dir.path().join("test.db").display()),
+            (None, None) => unreachable!("a test database is SQLite or PostgreSQL"),
+        }
+    }
+
     /// Drops the test's schema (PostgreSQL); the SQLite folder goes with `self`.
     pub async fn cleanup(self) {
         self.db.close().await;

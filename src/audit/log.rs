@@ -1,0 +1,366 @@
+//! The auditors' log: every event across quotes, filtered by quote reference, actor,
+//! event type and date range, newest first, read a page at a time with a keyset
+//! cursor on the global position (never OFFSET). The page and both exports use it.
+//!
+//! Ordering by position is the order events were appended in. On PostgreSQL an
+//! event can commit after one with a higher position; a page read at that moment
+//! does not show it yet, and it appears on the next read.
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde::Deserialize;
+
+use super::timeline::{SELECT_ENTRY, TimelineEntry};
+use crate::db::Db;
+use crate::on_backend;
+use crate::quoting::domain::FieldErrors;
+
+/// Each event type the log can be filtered by, with its title on the timeline.
+pub const EVENT_TYPES: [(&str, &str); 10] = [
+    ("QuoteStarted", "Quote started"),
+    ("GeographicDetailsProvided", "Geographic details provided"),
+    ("ContactDetailsProvided", "Contact details provided"),
+    ("FamilyDetailsProvided", "Family details provided"),
+    ("QuoteSaved", "Quote saved"),
+    ("QuoteFinalized", "Quote submitted for approval"),
+    ("QuoteApproved", "Quote approved"),
+    ("QuoteRejected", "Quote rejected"),
+    ("QuoteReferredBack", "Quote referred back to the agent"),
+    ("QuoteWithdrawn", "Quote withdrawn"),
+];
+
+/// What the log is narrowed to; `None` means any. Dates are whole days in UTC, both
+/// ends included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub reference: Option<String>,
+    pub actor: Option<String>,
+    pub event_type: Option<&'static str>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// The filter form's fields as the query string carries them, kept as typed so the
+/// page can show them back.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FilterForm {
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub event_type: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+}
+
+impl FilterForm {
+    /// The filter, or a message for each field that does not make sense.
+    pub fn parse(&self) -> Result<LogFilter, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let text = |s: &str| Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
+        let event_type = match self.event_type.trim() {
+            "" => None,
+            wanted => {
+                let known = EVENT_TYPES.iter().find(|(name, _)| *name == wanted);
+                if known.is_none() {
+                    errors.push("event_type", "Select an event type from the list");
+                }
+                known.map(|(name, _)| *name)
+            }
+        };
+        let mut date = |field: &str, input: &str, label: &str| match input.trim() {
+            "" => None,
+            input => match NaiveDate::parse_from_str(input, "%Y-%m-%d") {
+                Ok(date) => Some(date),
+                Err(_) => {
+                    errors.push(field, format!("{label} must be a date like 2025-03-31"));
+                    None
+                }
+            },
+        };
+        let from = date("from", &self.from, "From date");
+        let to = date("to", &self.to, "To date");
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            errors.push("to", "To date must be the same as or after the from date");
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(LogFilter {
+            reference: text(&self.reference).map(|r| r.to_ascii_uppercase()),
+            actor: text(&self.actor),
+            event_type,
+            from,
+            to,
+        })
+    }
+}
+
+impl LogFilter {
+    /// The filter as a query string (without `?`), for links that keep it: paging
+    /// and the exports.
+    pub fn query_string(&self) -> String {
+        let mut pairs = Vec::new();
+        if let Some(reference) = &self.reference {
+            pairs.push(format!("reference={}", encode(reference)));
+        }
+        if let Some(actor) = &self.actor {
+            pairs.push(format!("actor={}", encode(actor)));
+        }
+        if let Some(event_type) = self.event_type {
+            pairs.push(format!("event_type={event_type}"));
+        }
+        if let Some(from) = self.from {
+            pairs.push(format!("from={from}"));
+        }
+        if let Some(to) = self.to {
+            pairs.push(format!("to={to}"));
+        }
+        pairs.join("&")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == LogFilter::default()
+    }
+}
+
+/// Percent-encodes everything but the unreserved characters of RFC 3986.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest events.
+    Newest,
+    /// Events older than (below) this position.
+    Before(i64),
+    /// Events newer than (above) this position: the page before, going back.
+    After(i64),
+}
+
+enum Bind {
+    Text(String),
+    Time(DateTime<Utc>),
+    Int(i64),
+}
+
+fn midnight(date: NaiveDate) -> DateTime<Utc> {
+    date.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+}
+
+/// The statement for up to `limit` entries from `cursor` on, and its parameters.
+/// Only the filters given become conditions, so each combination gets a plan that
+/// can use its index.
+fn statement(filter: &LogFilter, cursor: Cursor, limit: i64) -> (String, Vec<Bind>) {
+    let mut sql = String::from(SELECT_ENTRY);
+    let mut binds = Vec::new();
+    let mut condition = |sql: &mut String, text: &str, bind: Bind| {
+        binds.push(bind);
+        sql.push_str(if binds.len() == 1 { " WHERE " } else { " AND " });
+        sql.push_str(&text.replace('?', &format!("${}", binds.len())));
+    };
+    if let Some(reference) = &filter.reference {
+        condition(&mut sql, "reference = ?", Bind::Text(reference.clone()));
+    }
+    if let Some(actor) = &filter.actor {
+        condition(&mut sql, "actor = ?", Bind::Text(actor.clone()));
+    }
+    if let Some(event_type) = filter.event_type {
+        condition(
+            &mut sql,
+            "event_type = ?",
+            Bind::Text(event_type.to_owned()),
+        );
+    }
+    if let Some(from) = filter.from {
+        condition(&mut sql, "recorded_at >= ?", Bind::Time(midnight(from)));
+    }
+    if let Some(to) = filter.to.and_then(|to| to.checked_add_days(Days::new(1))) {
+        condition(&mut sql, "recorded_at < ?", Bind::Time(midnight(to)));
+    }
+    let order = match cursor {
+        Cursor::Newest => "DESC",
+        Cursor::Before(position) => {
+            condition(&mut sql, "position < ?", Bind::Int(position));
+            "DESC"
+        }
+        Cursor::After(position) => {
+            condition(&mut sql, "position > ?", Bind::Int(position));
+            "ASC"
+        }
+    };
+    binds.push(Bind::Int(limit));
+    sql.push_str(&format!(
+        " ORDER BY position {order} LIMIT ${}",
+        binds.len()
+    ));
+    (sql, binds)
+}
+
+/// Up to `limit` entries matching `filter` from `cursor` on, newest first.
+pub async fn fetch(
+    db: &Db,
+    filter: &LogFilter,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    let (sql, binds) = statement(filter, cursor, limit);
+    let mut rows: Vec<TimelineEntry> = on_backend!(db, pool => {
+        let mut query = sqlx::query_as(&sql);
+        for bind in binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Time(time) => query.bind(time),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query.fetch_all(pool).await?
+    });
+    if matches!(cursor, Cursor::After(_)) {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// One page of the log, and whether there are pages on either side of it.
+#[derive(Debug)]
+pub struct LogPage {
+    pub entries: Vec<TimelineEntry>,
+    /// The cursor for older entries, if there are any.
+    pub older: Option<i64>,
+    /// The cursor for newer entries, if there are any.
+    pub newer: Option<i64>,
+}
+
+pub async fn page(
+    db: &Db,
+    filter: &LogFilter,
+    cursor: Cursor,
+    size: i64,
+) -> Result<LogPage, sqlx::Error> {
+    // One row more than the page tells whether there is another page that way; the
+    // row the cursor names shows there is one the other way.
+    let mut entries = fetch(db, filter, cursor, size + 1).await?;
+    let more = entries.len() as i64 > size;
+    if more {
+        match cursor {
+            Cursor::After(_) => entries.remove(0),
+            _ => entries.pop().expect("more than one"),
+        };
+    }
+    let (has_older, has_newer) = match cursor {
+        Cursor::Newest => (more, false),
+        Cursor::Before(_) => (more, true),
+        Cursor::After(_) => (true, more),
+    };
+    Ok(LogPage {
+        older: has_older
+            .then(|| entries.last().map(|e| e.position))
+            .flatten(),
+        newer: has_newer
+            .then(|| entries.first().map(|e| e.position))
+            .flatten(),
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(fields: &[(&str, &str)]) -> FilterForm {
+        let mut form = FilterForm::default();
+        for (name, value) in fields {
+            let value = value.to_string();
+            match *name {
+                "reference" => form.reference = value,
+                "actor" => form.actor = value,
+                "event_type" => form.event_type = value,
+                "from" => form.from = value,
+                "to" => form.to = value,
+                _ => unreachable!(),
+            }
+        }
+        form
+    }
+
+    #[test]
+    fn blank_fields_filter_nothing_and_references_are_upper_cased() {
+        assert!(form(&[("actor", "  ")]).parse().unwrap().is_empty());
+        let filter = form(&[("reference", " q-7k3m9p ")]).parse().unwrap();
+        assert_eq!(filter.reference.as_deref(), Some("Q-7K3M9P"));
+    }
+
+    #[test]
+    fn unknown_types_and_bad_dates_are_named() {
+        let errors = form(&[("event_type", "Teleported"), ("from", "31/03/2025")])
+            .parse()
+            .unwrap_err();
+        assert_eq!(
+            errors.message_for("event_type"),
+            Some("Select an event type from the list")
+        );
+        assert_eq!(
+            errors.message_for("from"),
+            Some("From date must be a date like 2025-03-31")
+        );
+        let errors = form(&[("from", "2025-03-31"), ("to", "2025-03-30")])
+            .parse()
+            .unwrap_err();
+        assert!(errors.message_for("to").is_some());
+    }
+
+    #[test]
+    fn only_given_filters_become_conditions_numbered_in_order() {
+        let filter = LogFilter {
+            actor: Some("uma".into()),
+            to: NaiveDate::from_ymd_opt(2025, 3, 31),
+            ..LogFilter::default()
+        };
+        let (sql, binds) = statement(&filter, Cursor::Before(42), 10);
+        assert!(
+            sql.ends_with(
+                "WHERE actor = $1 AND recorded_at < $2 AND position < $3 ORDER BY position DESC LIMIT $4"
+            ),
+            "{sql}"
+        );
+        assert_eq!(binds.len(), 4);
+        let (sql, _) = statement(&LogFilter::default(), Cursor::After(7), 10);
+        assert!(
+            sql.ends_with("WHERE position > $1 ORDER BY position ASC LIMIT $2"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn the_query_string_keeps_every_filter_encoded() {
+        let filter = LogFilter {
+            reference: Some("Q-1".into()),
+            actor: Some("a b&c".into()),
+            event_type: Some("QuoteApproved"),
+            from: NaiveDate::from_ymd_opt(2025, 1, 2),
+            to: None,
+        };
+        assert_eq!(
+            filter.query_string(),
+            "reference=Q-1&actor=a%20b%26c&event_type=QuoteApproved&from=2025-01-02"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The auditors' pages: a quote's timeline and the quote as it stood after any
+//! event, the log of every event with its exports, and the hash-chain check.
+//!
+//! Everything here reads, except `POST /audit/verify`, which runs a check and records
+//! its result; it changes no quote.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::export::{self, Format};
+use super::log::{self, Cursor, EVENT_TYPES, FilterForm};
+use super::timeline::{self, TimelineEntry};
+use super::verification::{self, VerificationRun};
+use crate::AppState;
+use crate::identity::{Auditor, CurrentUser, UnderwriterOrAuditor};
+use crate::quoting::domain::{FieldErrors, Quote, Role, Status};
+use crate::quoting::pages::{AnswerSection, QuoteId, answers_of, into_app_error};
+use crate::web::{AppError, Layout};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/quotes/{id}/timeline", get(timeline_page))
+        .route("/audit", get(log_page))
+        .route("/audit/export.csv", get(export_csv))
+        .route("/audit/export.jsonl", get(export_json_lines))
+        .route("/audit/verify", get(verify_page).post(run_verification))
+}
+
+/// Entries on one page of a quote's timeline.
+pub const TIMELINE_PAGE: i64 = 200;
+/// Entries on one page of the log.
+pub const LOG_PAGE: i64 = 50;
+
+/// An optional number from the query string: absent or blank is `None`, anything
+/// else must be a whole number.
+fn number(value: &Option<String>, what: &str) -> Result<Option<i64>, AppError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| AppError::bad_request(format!("{what} must be a whole number."))),
+    }
+}
+
+/// Where "back" goes: the person's own list.
+fn back_link(user: &CurrentUser) -> (&'static str, &'static str) {
+    if user.has_role(Role::Auditor) {
+        ("/audit", "Back to the audit log")
+    } else {
+        ("/underwriting/queue", "Back to the approval queue")
+    }
+}
+
+fn applicant(quote: &Quote) -> String {
+    quote
+        .applicant_name
+        .as_ref()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+// ----- A quote's timeline ----------------------------------------------------------
+
+#[derive(Deserialize)]
+struct TimelineQuery {
+    as_of: Option<String>,
+    before: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/timeline.html")]
+struct TimelinePage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    applicant_name: String,
+    status: Option<Status>,
+    events: i64,
+    entries: Vec<TimelineEntry>,
+    older: Option<i64>,
+    first_page: bool,
+    back: (&'static str, &'static str),
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/as_of.html")]
+struct AsOfPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    applicant_name: String,
+    as_of: i64,
+    events: i64,
+    status: Status,
+    quote: Quote,
+    answers: Vec<AnswerSection>,
+    entry: Option<TimelineEntry>,
+    previous: Option<i64>,
+    next: Option<i64>,
+}
+
+#[tracing::instrument(skip_all, fields(quote_id = %id))]
+async fn timeline_page(
+    State(state): State<AppState>,
+    UnderwriterOrAuditor(user): UnderwriterOrAuditor,
+    QuoteId(id): QuoteId,
+    Query(query): Query<TimelineQuery>,
+) -> Result<Response, AppError> {
+    if query.as_of.is_some() {
+        let as_of = number(&query.as_of, "The event number")?;
+        return as_of_page(&state, &user, id, as_of.unwrap_or(0)).await;
+    }
+    let before = number(&query.before, "The event number to page from")?;
+    let header = timeline::header(&state.db, id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let mut entries = timeline::for_quote(&state.db, id, before, TIMELINE_PAGE + 1).await?;
+    let older = if entries.len() as i64 > TIMELINE_PAGE {
+        entries.pop();
+        entries.last().map(|e| e.version)
+    } else {
+        None
+    };
+    Ok(TimelinePage {
+        layout: user.layout(),
+        quote_id: id,
+        reference: header.reference,
+        applicant_name: applicant(&header.quote),
+        status: header.quote.status,
+        events: header.version,
+        entries,
+        older,
+        first_page: before.is_none(),
+        back: back_link(&user),
+    }
+    .into_response())
+}
+
+/// The quote exactly as it stood after event `as_of`, replayed from the log (not
+/// read from a projection), with the event itself and links to step either way.
+async fn as_of_page(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    as_of: i64,
+) -> Result<Response, AppError> {
+    let head = state
+        .store
+        .stream_head(id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if as_of < 1 || as_of > head.version {
+        return Err(AppError::refused(
+            StatusCode::NOT_FOUND,
+            "There is no such event",
+            format!(
+                "This quote has events 1 to {}. Choose one of those.",
+                head.version
+            ),
+        ));
+    }
+    let quote = state
+        .quotes
+        .load(id, Some(as_of))
+        .await
+        .map_err(into_app_error)?
+        .filter(|q| q.version as i64 == as_of)
+        .ok_or_else(AppError::not_found)?;
+    let entry = timeline::at_version(&state.db, id, as_of).await?;
+    Ok(AsOfPage {
+        layout: user.layout(),
+        quote_id: id,
+        reference: quote.reference.clone(),
+        applicant_name: applicant(&quote),
+        as_of,
+        events: head.version,
+        status: quote.status.unwrap_or(Status::Initiated),
+        answers: answers_of(&quote),
+        entry,
+        previous: (as_of > 1).then_some(as_of - 1),
+        next: (as_of < head.version).then_some(as_of + 1),
+        quote,
+    }
+    .into_response())
+}
+
+// ----- The log -----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(flatten)]
+    form: FilterForm,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/log.html")]
+struct LogPage {
+    layout: Layout,
+    form: FilterForm,
+    errors: FieldErrors,
+    event_types: &'static [(&'static str, &'static str)],
+    entries: Vec<TimelineEntry>,
+    filtered: bool,
+    filter_query: String,
+    older: Option<i64>,
+    newer: Option<i64>,
+}
+
+impl LogPage {
+    /// A link to this view with `extra` (a cursor) added to its filters.
+    fn href(&self, extra: &str) -> String {
+        match (self.filter_query.is_empty(), extra.is_empty()) {
+            (true, _) => format!("?{extra}"),
+            (false, true) => format!("?{}", self.filter_query),
+            (false, false) => format!("?{}&{extra}", self.filter_query),
+        }
+    }
+
+    fn export_href(&self, extension: &str) -> String {
+        let query = self.href("");
+        format!(
+            "/audit/export.{extension}{}",
+            if query == "?" { "" } else { &query }
+        )
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn log_page(
+    State(state): State<AppState>,
+    Auditor(user): Auditor,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, AppError> {
+    let before = number(&query.before, "The position to page from")?;
+    let after = number(&query.after, "The position to page from")?;
+    let cursor = match (before, after) {
+        (Some(position), _) => Cursor::Before(position),
+        (None, Some(position)) => Cursor::After(position),
+        (None, None) => Cursor::Newest,
+    };
+    let mut page = LogPage {
+        layout: user.layout(),
+        form: query.form.clone(),
+        errors: FieldErrors::default(),
+        event_types: &EVENT_TYPES,
+        entries: Vec::new(),
+        filtered: false,
+        filter_query: String::new(),
+        older: None,
+        newer: None,
+    };
+    let filter = match query.form.parse() {
+        Ok(filter) => filter,
+        Err(errors) => {
+            page.errors = errors;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    let found = log::page(&state.db, &filter, cursor, LOG_PAGE).await?;
+    page.filtered = !filter.is_empty();
+    page.filter_query = filter.query_string();
+    page.entries = found.entries;
+    page.older = found.older;
+    page.newer = found.newer;
+    Ok(page.into_response())
+}
+
+async fn export(state: AppState, form: FilterForm, format: Format) -> Result<Response, AppError> {
+    let filter = form
+        .parse()
+        .map_err(|errors| AppError::bad_request(format!("{errors}.")))?;
+    tracing::info!(?filter, ?format, "audit log exported");
+    Ok(export::response(state.db.clone(), filter, format))
+}
+
+async fn export_csv(
+    State(state): State<AppState>,
+    Auditor(_): Auditor,
+    Query(form): Query<FilterForm>,
+) -> Result<Response, AppError> {
+    export(state, form, Format::Csv).await
+}
+
+async fn export_json_lines(
+    State(state): State<AppState>,
+    Auditor(_): Auditor,
+    Query(form): Query<FilterForm>,
+) -> Result<Response, AppError> {
+    export(state, form, Format::JsonLines).await
+}
+
+// ----- Verification ------------------------------------------------------------------
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/verify.html")]
+struct VerifyPage {
+    layout: Layout,
+    run: Option<VerificationRun>,
+}
+
+async fn verify_page(
+    State(state): State<AppState>,
+    Auditor(user): Auditor,
+) -> Result<VerifyPage, AppError> {
+    Ok(VerifyPage {
+        layout: user.layout(),
+        run: verification::latest(&state.db).await?,
+    })
+}
+
+/// Runs a check and shows its result. The check runs in a task of its own so that
+/// one outlasting the request's time limit still finishes and is recorded.
+async fn run_verification(
+    State(state): State<AppState>,
+    Auditor(user): Auditor,
+) -> Result<Redirect, AppError> {
+    let store = state.store.clone();
+    let run_by = user.username.clone();
+    tokio::spawn(async move { verification::run(&store, &run_by).await })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))??;
+    Ok(Redirect::to("/audit/verify"))
+}
