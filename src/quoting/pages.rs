@@ -411,18 +411,10 @@ async fn save_section<F: SectionForm>(
     let command = Command::new(user.actor(), action);
     match state
         .quotes
-        .execute(id, version, command, &meta.envelope(headers))
+        .execute_on(id, &quote, version, command, &meta.envelope(headers))
         .await
     {
-        Ok(_) => {
-            let after = state
-                .quotes
-                .load(id, None)
-                .await
-                .map_err(into_app_error)?
-                .unwrap_or_default();
-            Ok(Redirect::to(&next_page(id, &after)).into_response())
-        }
+        Ok((_, after)) => Ok(Redirect::to(&next_page(id, &after)).into_response()),
         Err(CommandError::Stale { actual, .. }) if quote.status.is_some_and(|s| !s.is_final()) => {
             // Keep what they typed; the form now carries the current version.
             let mut context = context(FieldErrors::default(), Some(STALE_HEADING), actual);
@@ -909,11 +901,12 @@ async fn lifecycle(
     action: Action,
 ) -> Result<Response, AppError> {
     let version = meta.version()?;
-    own_quote(state, &user, id).await?;
+    let quote = own_quote(state, &user, id).await?;
     state
         .quotes
-        .execute(
+        .execute_on(
             id,
+            &quote,
             version,
             Command::new(user.actor(), action),
             &meta.envelope(headers),

@@ -125,6 +125,42 @@ impl QuoteService {
             .load(quote_id, Some(expected_version))
             .await?
             .unwrap_or_default();
+        self.decide_and_append(quote_id, seen, expected_version, command, envelope)
+            .await
+            .map(|(appended, _)| appended)
+    }
+
+    /// `execute` for a caller that has just loaded the quote (`latest`): when the
+    /// form was rendered from that very version, nothing is read again. Also returns
+    /// the quote as the appended events leave it.
+    #[tracing::instrument(skip_all, fields(quote_id = %quote_id, expected_version))]
+    pub async fn execute_on(
+        &self,
+        quote_id: Uuid,
+        latest: &Quote,
+        expected_version: i64,
+        command: Command,
+        envelope: &Envelope,
+    ) -> Result<(Appended, Quote), CommandError> {
+        let seen = if latest.version as i64 == expected_version {
+            latest.clone()
+        } else {
+            self.load(quote_id, Some(expected_version))
+                .await?
+                .unwrap_or_default()
+        };
+        self.decide_and_append(quote_id, seen, expected_version, command, envelope)
+            .await
+    }
+
+    async fn decide_and_append(
+        &self,
+        quote_id: Uuid,
+        seen: Quote,
+        expected_version: i64,
+        command: Command,
+        envelope: &Envelope,
+    ) -> Result<(Appended, Quote), CommandError> {
         if seen.version as i64 != expected_version {
             // The form claims a version the quote never had.
             return Err(CommandError::Stale {
@@ -139,14 +175,23 @@ impl QuoteService {
             events: events.iter().map(encode).collect(),
             metadata: envelope.metadata(&command.actor.username),
         };
-        match self.store.append(request).await {
-            Ok(appended) => Ok(appended),
-            Err(AppendError::Conflict { actual, .. }) => Err(CommandError::Stale {
-                expected: expected_version,
-                actual,
-            }),
-            Err(error) => Err(CommandError::Store(error.into())),
+        let appended = match self.store.append(request).await {
+            Ok(appended) => appended,
+            Err(AppendError::Conflict { actual, .. }) => {
+                return Err(CommandError::Stale {
+                    expected: expected_version,
+                    actual,
+                });
+            }
+            Err(error) => return Err(CommandError::Store(error.into())),
+        };
+        // What was stored, not what was decided now: a repeated key returns the
+        // first outcome, whose events may differ.
+        let mut after = seen;
+        for recorded in appended.events() {
+            after = evolve(after, &decode(recorded)?);
         }
+        Ok((appended, after))
     }
 }
 
