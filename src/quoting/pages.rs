@@ -42,7 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/quotes/{id}/family", get(family_page).post(save_family))
         .route("/quotes/{id}/review", get(review_page))
         .route("/quotes/{id}/finalize", post(finalize))
-        .route("/quotes/{id}/withdraw", post(withdraw))
+        .route(
+            "/quotes/{id}/withdraw",
+            get(confirm_withdraw).post(withdraw),
+        )
 }
 
 /// A quote id from the path; anything that is not one is a page that does not exist.
@@ -275,7 +278,6 @@ struct TaskListPage {
     sections: Vec<SectionState>,
     editable: bool,
     can_withdraw: bool,
-    idempotency_key: String,
 }
 
 async fn task_list(
@@ -323,7 +325,6 @@ async fn task_list(
         quote,
         editable,
         can_withdraw,
-        idempotency_key: new_key(),
     }
     .into_response())
 }
@@ -879,6 +880,48 @@ async fn finalize(
     Form(meta): Form<FormMeta>,
 ) -> Result<Response, AppError> {
     lifecycle(&state, user, id, &headers, meta, Action::Finalize).await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quoting/withdraw.html")]
+struct WithdrawPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    applicant_name: String,
+    version: i64,
+    idempotency_key: String,
+}
+
+/// Withdrawing is final, so it asks first.
+async fn confirm_withdraw(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+    QuoteId(id): QuoteId,
+) -> Result<Response, AppError> {
+    let quote = own_quote(&state, &user, id).await?;
+    if quote.status.is_none_or(Status::is_final) {
+        return Err(AppError::conflict(
+            "This quote can no longer be withdrawn",
+            format!(
+                "The quote is {}, which is final.",
+                quote.status.map_or("closed", Status::label)
+            ),
+        ));
+    }
+    Ok(WithdrawPage {
+        layout: user.layout(),
+        quote_id: id,
+        reference: quote.reference.clone(),
+        applicant_name: quote
+            .applicant_name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        version: quote.version as i64,
+        idempotency_key: new_key(),
+    }
+    .into_response())
 }
 
 async fn withdraw(

@@ -20,6 +20,7 @@ storage_tests!(
     a_submitted_quotes_sections_are_read_only,
     children_are_added_and_removed_without_javascript,
     my_quotes_lists_an_agents_quotes_and_filters_by_status,
+    an_agent_withdraws_a_quote_after_confirming,
 );
 
 /// The value of the hidden or text field `name` in a page.
@@ -635,4 +636,36 @@ async fn my_quotes_lists_an_agents_quotes_and_filters_by_status(test_db: &TestDb
     assert!(submitted.contains("Meera Iyer") && !submitted.contains("Tomás García"));
     assert!(!initiated.contains("Meera Iyer") && initiated.contains("Tomás García"));
     html_page(app.get("/quotes?status=Nonsense").await, 400).await;
+}
+
+async fn an_agent_withdraws_a_quote_after_confirming(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let id = submitted_quote(&app).await;
+    let tasks = html_page(app.get(&format!("/quotes/{id}")).await, 200).await;
+    assert!(
+        tasks.contains(&format!(r#"href="/quotes/{id}/withdraw""#)),
+        "{tasks}"
+    );
+
+    let (confirm, version, key) = open_form(&app, &format!("/quotes/{id}/withdraw")).await;
+    assert!(confirm.contains("Withdraw this quote?"));
+    let response = app
+        .post_form(
+            &format!("/quotes/{id}/withdraw"),
+            &[("version", &version), ("idempotency_key", &key)],
+        )
+        .await;
+
+    assert_is_redirect_to(&response, &format!("/quotes/{id}"));
+    assert_eq!(
+        event_types(&app, id).await.last().unwrap(),
+        "QuoteWithdrawn"
+    );
+    let tasks = html_page(app.get(&format!("/quotes/{id}")).await, 200).await;
+    assert!(
+        tasks.contains("Withdrawn") && !tasks.contains("/withdraw"),
+        "{tasks}"
+    );
+    html_page(app.get(&format!("/quotes/{id}/withdraw")).await, 409).await;
 }
