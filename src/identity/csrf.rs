@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(form_field(body, "password").as_deref(), Some("p&w"));
         assert_eq!(form_field(b"csrf_token", "csrf_token").as_deref(), Some(""));
         assert_eq!(form_field(b"other=1", "csrf_token"), None);
-        assert_eq!(form_field(b"csrf_token=%zz", "csrf_token").as_deref(), Some("%zz"));
+        assert_eq!(
+            form_field(b"csrf_token=%zz", "csrf_token").as_deref(),
+            Some("%zz")
+        );
     }
 
     #[test]
