@@ -19,7 +19,9 @@ use crate::on_backend;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Keeps a projection up to date inside the append's transaction: what it writes
-/// commits or rolls back with the events.
+/// commits or rolls back with the events. Each call brings one append's events: one
+/// stream, consecutive versions, in order. The group-commit writer calls it once per
+/// append of a batch, in the batch's order.
 pub trait Projector: Send + Sync {
     fn apply<'a>(
         &'a self,
