@@ -326,8 +326,11 @@ fn read_ticks(path: &str) -> Option<u64> {
 
 // ----- Seeding through the event store ---------------------------------------------
 
-/// Where a seeded applicant lives, per country: valid for the country's postal format.
-const PLACES: &[(&str, u32, &[(&str, &str, &str)])] = &[
+/// (region, city, postal code), valid for the country's postal format.
+type Place = (&'static str, &'static str, &'static str);
+
+/// Where a seeded applicant lives, per country (code, weight, places).
+const PLACES: &[(&str, u32, &[Place])] = &[
     (
         "US",
         20,
