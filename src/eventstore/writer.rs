@@ -28,6 +28,13 @@ pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
 async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Callers woken by the last commit are often about to send their next
+        // append: let them run once before the batch closes, so it takes them too.
+        tokio::task::yield_now().await;
+        let room = MAX_BATCH - batch.len();
+        if room > 0 && !jobs.is_empty() {
+            jobs.recv_many(&mut batch, room).await;
+        }
         let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
         match commit_batch(&db, &projectors, &requests).await {
             Ok(outcomes) => {
