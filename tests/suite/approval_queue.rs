@@ -401,6 +401,9 @@ async fn rebuild_from_the_log(app: &AppState) {
     conn.execute_plain("DELETE FROM approval_queue")
         .await
         .unwrap();
+    conn.execute_plain("UPDATE approval_queue_total SET waiting = 0")
+        .await
+        .unwrap();
     for chunk in events.chunks(97) {
         ApprovalQueueProjection
             .apply(conn.reborrow(), chunk)
@@ -554,7 +557,19 @@ async fn the_queue_always_equals_a_fresh_fold_of_the_events(test_db: &TestDb) {
     );
 
     assert_eq!(table_rows(&app.db).await, expected, "the live table");
+    let waiting = expected.iter().filter(|r| r.waiting()).count() as i64;
+    let unfiltered = QueueFilter::default();
+    assert_eq!(
+        queue::count(&app.db, &unfiltered).await.unwrap(),
+        waiting,
+        "the kept total"
+    );
     rebuild_from_the_log(&app).await;
+    assert_eq!(
+        queue::count(&app.db, &unfiltered).await.unwrap(),
+        waiting,
+        "the total after a replay"
+    );
     assert_eq!(
         table_rows(&app.db).await,
         expected,
