@@ -96,7 +96,7 @@ pub async fn append_in(
     if let Some(earlier) = find_earlier_append(conn.reborrow(), request).await? {
         return Ok(Appended::AlreadyWritten(earlier));
     }
-    let (current, mut prev_hash) = head_of(conn.reborrow(), request.stream_id).await?;
+    let (current, prev_hash) = head_of(conn.reborrow(), request.stream_id).await?;
     if !request.expected.matches(current) {
         return Err(AppendError::Conflict {
             stream_id: request.stream_id,
@@ -105,68 +105,36 @@ pub async fn append_in(
         });
     }
 
-    let meta = &request.metadata;
+    let mut recorded = chain(request, current, prev_hash);
     let insert = sql::INSERT_EVENT.on(&conn);
-    let mut recorded = Vec::with_capacity(request.events.len());
-    for (index, event) in request.events.iter().enumerate() {
-        let version = current + 1 + index as i64;
-        let event_id = match &meta.idempotency_key {
-            Some(key) => idempotent_event_id(request.stream_id, key, index),
-            None => Uuid::now_v7(),
-        };
-        let hash = HashInput {
-            stream_id: request.stream_id,
-            version,
-            event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            payload: &event.payload,
-            actor: &meta.actor,
-            recorded_at: meta.recorded_at,
-            request_id: meta.request_id.as_deref(),
-            prev_hash: &prev_hash,
-        }
-        .hash();
+    for event in &mut recorded {
         let (position, commit): (i64, i64) = on_backend!(conn.reborrow(), c => {
             sqlx::query_as(insert)
-                .bind(request.stream_id)
-                .bind(version)
-                .bind(event_id)
+                .bind(event.stream_id)
+                .bind(event.version)
+                .bind(event.event_id)
                 .bind(&event.event_type)
                 .bind(event.schema_version)
                 .bind(Json(&event.payload))
-                .bind(&meta.actor)
-                .bind(meta.recorded_at)
-                .bind(&meta.request_id)
-                .bind(&prev_hash)
-                .bind(&hash)
+                .bind(&event.actor)
+                .bind(event.recorded_at)
+                .bind(&event.request_id)
+                .bind(&event.prev_hash)
+                .bind(&event.hash)
                 .fetch_one(&mut *c)
                 .await
                 .map_err(classify)?
         });
-        recorded.push(RecordedEvent {
-            global: GlobalPosition { commit, position },
-            stream_id: request.stream_id,
-            version,
-            event_id,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            payload: event.payload.clone(),
-            actor: meta.actor.clone(),
-            recorded_at: meta.recorded_at,
-            request_id: meta.request_id.clone(),
-            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-            hash,
-        });
+        event.global = GlobalPosition { commit, position };
     }
 
-    let last_version = current + recorded.len() as i64;
+    let head = recorded.last().expect("an append has events");
     on_backend!(conn.reborrow(), c => {
         sqlx::query(sql::UPSERT_STREAM)
-            .bind(request.stream_id)
-            .bind(last_version)
-            .bind(&prev_hash)
-            .bind(meta.recorded_at)
+            .bind(head.stream_id)
+            .bind(head.version)
+            .bind(&head.hash)
+            .bind(head.recorded_at)
             .execute(&mut *c)
             .await
             .map_err(classify)?;
@@ -179,6 +147,55 @@ pub async fn append_in(
             .map_err(classify)?;
     }
     Ok(Appended::Written(recorded))
+}
+
+/// The request's events with versions, ids and the hash chain; positions are
+/// filled in by the insert.
+pub(super) fn chain(
+    request: &AppendRequest,
+    current: i64,
+    mut prev_hash: String,
+) -> Vec<RecordedEvent> {
+    let meta = &request.metadata;
+    request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let version = current + 1 + index as i64;
+            let event_id = match &meta.idempotency_key {
+                Some(key) => idempotent_event_id(request.stream_id, key, index),
+                None => Uuid::now_v7(),
+            };
+            let hash = HashInput {
+                stream_id: request.stream_id,
+                version,
+                event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                actor: &meta.actor,
+                recorded_at: meta.recorded_at,
+                request_id: meta.request_id.as_deref(),
+                prev_hash: &prev_hash,
+            }
+            .hash();
+            RecordedEvent {
+                global: GlobalPosition::START,
+                stream_id: request.stream_id,
+                version,
+                event_id,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                actor: meta.actor.clone(),
+                recorded_at: meta.recorded_at,
+                request_id: meta.request_id.clone(),
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
 }
 
 /// After a failed append has been rolled back: a unique violation on the events

@@ -15,9 +15,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::append::{
-    AppendError, AppendRequest, Projector, find_earlier_append, idempotent_event_id,
+    AppendError, AppendRequest, Projector, chain, find_earlier_append, idempotent_event_id,
 };
-use super::hash::{GENESIS, HashInput};
+use super::hash::GENESIS;
 use super::model::{Appended, GlobalPosition, RecordedEvent};
 use crate::db::{Backend, Conn};
 use crate::on_backend;
@@ -132,51 +132,6 @@ pub async fn append_batch_in(
         .into_iter()
         .map(|o| o.expect("every request is answered"))
         .collect())
-}
-
-/// The request's events with versions, ids and the hash chain; positions are
-/// filled in by the insert.
-fn chain(request: &AppendRequest, current: i64, mut prev_hash: String) -> Vec<RecordedEvent> {
-    let meta = &request.metadata;
-    request
-        .events
-        .iter()
-        .enumerate()
-        .map(|(index, event)| {
-            let version = current + 1 + index as i64;
-            let event_id = match &meta.idempotency_key {
-                Some(key) => idempotent_event_id(request.stream_id, key, index),
-                None => Uuid::now_v7(),
-            };
-            let hash = HashInput {
-                stream_id: request.stream_id,
-                version,
-                event_id,
-                event_type: &event.event_type,
-                schema_version: event.schema_version,
-                payload: &event.payload,
-                actor: &meta.actor,
-                recorded_at: meta.recorded_at,
-                request_id: meta.request_id.as_deref(),
-                prev_hash: &prev_hash,
-            }
-            .hash();
-            RecordedEvent {
-                global: GlobalPosition::START,
-                stream_id: request.stream_id,
-                version,
-                event_id,
-                event_type: event.event_type.clone(),
-                schema_version: event.schema_version,
-                payload: event.payload.clone(),
-                actor: meta.actor.clone(),
-                recorded_at: meta.recorded_at,
-                request_id: meta.request_id.clone(),
-                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-                hash,
-            }
-        })
-        .collect()
 }
 
 async fn existing_event_ids(conn: Conn<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
