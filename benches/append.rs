@@ -9,7 +9,10 @@
 //! sets), PostgreSQL as the server is configured (its synchronous_commit and fsync
 //! are printed). Results go to standard output as a table; BENCHMARKS.md keeps them.
 
-use std::str::FromStr;
+mod common;
+
+use common::{load_average, millis, number, share};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,8 +34,6 @@ use uuid::Uuid;
 const USAGE: &str = "usage: cargo bench --bench append -- [--backend sqlite|postgres|both] \
      [--events N] [--writers 1,16] [--warmup N]\n\
      PostgreSQL: QUOTELINE_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)";
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// §8: what append with 16 writers must reach, as a multiple of the raw limit.
 const BUDGET_WRITERS: usize = 16;
@@ -126,13 +127,6 @@ impl Args {
     }
 }
 
-fn number(text: &str) -> Result<usize, String> {
-    text.trim()
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("not a number: {text}"))
-}
-
 const RAW: &str = "raw INSERT/txn";
 const STORE: &str = "EventStore::append";
 const CEILING: &str = "fallback: savepoint each";
@@ -216,11 +210,6 @@ async fn close(conn: RawConn) {
 
 /// A SHA-256 in hex: the length of the real hashes.
 const FAKE_HASH: &str = "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
-/// Splits `total` operations over `writers` as evenly as whole numbers allow.
-fn share(total: usize, writers: usize, writer: usize) -> usize {
-    total / writers + usize::from(writer < total % writers)
-}
 
 /// One INSERT per transaction, `writers` connections at once, each its own.
 async fn raw_limit(
@@ -504,36 +493,10 @@ async fn bench_sqlite(args: &Args) -> anyhow::Result<Vec<Measured>> {
 
 /// Ok(None) with the reason printed when the server cannot be reached.
 async fn bench_postgres(args: &Args) -> anyhow::Result<Option<Vec<Measured>>> {
-    let url =
-        std::env::var("QUOTELINE_BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let base = PgConnectOptions::from_str(&url)?;
-    let mut admin =
-        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&base)).await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                println!("postgres: skipped, {url} is unreachable: {error}");
-                return Ok(None);
-            }
-            Err(_) => {
-                println!("postgres: skipped, {url} did not answer within 5 s");
-                return Ok(None);
-            }
-        };
-    let schema = format!("bench_append_{}", Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await?;
-    let (version, synchronous_commit, fsync): (String, String, String) = sqlx::query_as(
-        "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
-         current_setting('fsync')",
-    )
-    .fetch_one(&mut admin)
-    .await?;
-    println!(
-        "postgres {version}: {url}, schema {schema} (synchronous_commit={synchronous_commit}, fsync={fsync})"
-    );
-    let options = base.options([("search_path", schema.as_str())]);
+    let Some(bench_schema) = common::BenchSchema::create("bench_append").await? else {
+        return Ok(None);
+    };
+    let options = bench_schema.options.clone();
     let results = async {
         let db = Db::connect_postgres(options).await?;
         let results = measure(&db, args).await;
@@ -541,15 +504,8 @@ async fn bench_postgres(args: &Args) -> anyhow::Result<Option<Vec<Measured>>> {
         results
     }
     .await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
+    bench_schema.drop().await?;
     results.map(Some)
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.2}", duration.as_secs_f64() * 1e3)
 }
 
 fn print_table(backend: &str, results: &[Measured]) {
@@ -610,14 +566,6 @@ fn print_table(backend: &str, results: &[Measured]) {
             );
         }
     }
-}
-
-/// The 1-minute load average (Linux), or "?".
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 #[tokio::main]

@@ -28,9 +28,12 @@
 //! the CPU time of each is read apart from /proc and printed beside the figures.
 //! Results go to standard output as tables; BENCHMARKS.md keeps them.
 
+mod common;
+
+use common::{load_average, millis, number, share};
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,9 +50,7 @@ use quoteline::quoting::service::encode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderValue};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, PgConnection};
 use tokio::runtime::Handle;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -67,8 +68,6 @@ const USAGE: &str = "usage: cargo bench --bench pages -- [--backend sqlite|postg
      (default the middle page); --encoding: the Accept-Encoding the clients send \
      (default \"gzip, deflate, br, zstd\", as a browser does; \"identity\" for none)\n\
      PostgreSQL: QUOTELINE_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)";
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// What every client sends as Accept-Encoding unless told otherwise: Chrome's.
 const BROWSER_ENCODING: &str = "gzip, deflate, br, zstd";
@@ -212,13 +211,6 @@ impl Args {
             value => HeaderValue::from_str(value).ok(),
         }
     }
-}
-
-fn number(text: &str) -> Result<usize, String> {
-    text.trim()
-        .replace(['_', ','], "")
-        .parse()
-        .map_err(|_| format!("not a number: {text}"))
 }
 
 // ----- CPU time by thread group, from /proc ---------------------------------------
@@ -1055,11 +1047,6 @@ struct Load {
 /// The longest a path's warm-up runs, whatever its number of requests.
 const WARMUP_LIMIT: Duration = Duration::from_secs(1);
 
-/// Splits `total` requests over `parts` as evenly as whole numbers allow.
-fn share(total: usize, parts: usize, part: usize) -> usize {
-    total / parts + usize::from(part < total % parts)
-}
-
 // ----- Browsers -------------------------------------------------------------------
 
 /// A browser: its own cookie jar (so its own session), no redirects followed.
@@ -1572,36 +1559,10 @@ async fn bench_sqlite(args: &Args, server: Handle) -> anyhow::Result<Report> {
 
 /// Ok(None) with the reason printed when the server cannot be reached.
 async fn bench_postgres(args: &Args, server: Handle) -> anyhow::Result<Option<Report>> {
-    let url =
-        std::env::var("QUOTELINE_BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let base = PgConnectOptions::from_str(&url)?;
-    let mut admin =
-        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&base)).await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                println!("postgres: skipped, {url} is unreachable: {error}");
-                return Ok(None);
-            }
-            Err(_) => {
-                println!("postgres: skipped, {url} did not answer within 5 s");
-                return Ok(None);
-            }
-        };
-    let schema = format!("bench_pages_{}", Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await?;
-    let (version, synchronous_commit, fsync): (String, String, String) = sqlx::query_as(
-        "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
-         current_setting('fsync')",
-    )
-    .fetch_one(&mut admin)
-    .await?;
-    println!(
-        "postgres {version}: {url}, schema {schema} (synchronous_commit={synchronous_commit}, fsync={fsync})"
-    );
-    let options = base.options([("search_path", schema.as_str())]);
+    let Some(bench_schema) = common::BenchSchema::create("bench_pages").await? else {
+        return Ok(None);
+    };
+    let options = bench_schema.options.clone();
     let report = async {
         let db = on_server(
             &server,
@@ -1611,18 +1572,11 @@ async fn bench_postgres(args: &Args, server: Handle) -> anyhow::Result<Option<Re
         measure(db, server, args, None).await
     }
     .await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
+    bench_schema.drop().await?;
     report.map(Some)
 }
 
 // ----- Output ---------------------------------------------------------------------
-
-fn millis(duration: Duration) -> String {
-    format!("{:.2}", duration.as_secs_f64() * 1e3)
-}
 
 fn print_run(backend: &str, run: &Run) {
     println!(
@@ -1763,14 +1717,6 @@ fn print_tables(report: &Report, cores: usize) {
         "{backend}: reads called directly, one at a time (median): {}",
         timings.join("; ")
     );
-}
-
-/// The 1-minute load average (Linux), or "?".
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn main() -> anyhow::Result<()> {
