@@ -6,7 +6,8 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -30,9 +31,9 @@ use crate::web::{AppError, Layout};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/quotes/{id}/approve", get(confirm_approve).post(approve))
-        .route("/quotes/{id}/reject", get(confirm_reject).post(reject))
-        .route("/quotes/{id}/refer", get(confirm_refer).post(refer))
+        .route("/quotes/{id}/approve", get(confirm).post(decision))
+        .route("/quotes/{id}/reject", get(confirm).post(decision))
+        .route("/quotes/{id}/refer", get(confirm).post(decision))
         .route("/quotes/{id}/decided", get(decided))
 }
 
@@ -313,58 +314,36 @@ async fn decide(
     }
 }
 
-async fn confirm_approve(
-    State(state): State<AppState>,
-    Underwriter(user): Underwriter,
-    QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    show_confirm(&state, user, id, Decision::Approve).await
+/// The decision a route names, from its last path segment.
+impl<S: Send + Sync> FromRequestParts<S> for Decision {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        [Decision::Approve, Decision::Reject, Decision::Refer]
+            .into_iter()
+            .find(|d| parts.uri.path().ends_with(&format!("/{}", d.slug())))
+            .ok_or_else(AppError::not_found)
+    }
 }
 
-async fn confirm_reject(
+async fn confirm(
     State(state): State<AppState>,
     Underwriter(user): Underwriter,
     QuoteId(id): QuoteId,
+    decision: Decision,
 ) -> Result<Response, AppError> {
-    show_confirm(&state, user, id, Decision::Reject).await
+    show_confirm(&state, user, id, decision).await
 }
 
-async fn confirm_refer(
+async fn decision(
     State(state): State<AppState>,
     Underwriter(user): Underwriter,
     QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    show_confirm(&state, user, id, Decision::Refer).await
-}
-
-async fn approve(
-    State(state): State<AppState>,
-    Underwriter(user): Underwriter,
-    QuoteId(id): QuoteId,
+    decision: Decision,
     headers: HeaderMap,
     Form(form): Form<DecisionForm>,
 ) -> Result<Response, AppError> {
-    decide(&state, user, id, &headers, form, Decision::Approve).await
-}
-
-async fn reject(
-    State(state): State<AppState>,
-    Underwriter(user): Underwriter,
-    QuoteId(id): QuoteId,
-    headers: HeaderMap,
-    Form(form): Form<DecisionForm>,
-) -> Result<Response, AppError> {
-    decide(&state, user, id, &headers, form, Decision::Reject).await
-}
-
-async fn refer(
-    State(state): State<AppState>,
-    Underwriter(user): Underwriter,
-    QuoteId(id): QuoteId,
-    headers: HeaderMap,
-    Form(form): Form<DecisionForm>,
-) -> Result<Response, AppError> {
-    decide(&state, user, id, &headers, form, Decision::Refer).await
+    decide(&state, user, id, &headers, form, decision).await
 }
 
 #[derive(Template, WebTemplate)]
