@@ -93,10 +93,11 @@ pub async fn append_in(
     if request.events.is_empty() {
         return Err(AppendError::NoEvents);
     }
+    // The head before the key: see `append_batch_in` for why the order matters.
+    let (current, prev_hash) = head_of(conn.reborrow(), request.stream_id).await?;
     if let Some(earlier) = find_earlier_append(conn.reborrow(), request).await? {
         return Ok(Appended::AlreadyWritten(earlier));
     }
-    let (current, prev_hash) = head_of(conn.reborrow(), request.stream_id).await?;
     if !request.expected.matches(current) {
         return Err(AppendError::Conflict {
             stream_id: request.stream_id,

@@ -42,6 +42,14 @@ pub async fn append_batch_in(
         }
     }
 
+    // Heads first, keys second: under READ COMMITTED each statement sees what had
+    // committed when it began, so an earlier append with a key that committed
+    // before the heads were read is always found by the key lookup. The other order
+    // would see another instance's append in the head but not by its key, and answer
+    // a retry with a conflict instead of its first outcome.
+    let streams: Vec<Uuid> = requests.iter().map(|r| r.stream_id).collect();
+    let mut heads = stream_heads(conn.reborrow(), &streams).await?;
+
     // Idempotency: which keys were seen in earlier batches, and which repeat a key
     // earlier in this batch (answered after the insert with that request's events).
     let first_ids: Vec<Option<Uuid>> = requests
@@ -78,10 +86,8 @@ pub async fn append_batch_in(
     }
     let repeat_of: HashMap<usize, usize> = repeats.iter().copied().collect();
 
-    // Heads of every stream the batch touches, then each command checked in order
-    // against the head as the commands before it left it.
-    let streams: Vec<Uuid> = requests.iter().map(|r| r.stream_id).collect();
-    let mut heads = stream_heads(conn.reborrow(), &streams).await?;
+    // Each command is checked in order against its stream's head as the commands
+    // before it left it.
     let mut accepted: Vec<(usize, Vec<RecordedEvent>)> = Vec::new();
     for (i, request) in requests.iter().enumerate() {
         if outcomes[i].is_some() || repeat_of.contains_key(&i) {
