@@ -41,12 +41,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 use quoteline::db::{Backend, Db};
 use quoteline::eventstore::{AppendRequest, Appended, EventStore, ExpectedVersion, Metadata};
+use quoteline::kernel::{Actor, Role};
 use quoteline::on_backend;
 use quoteline::quoting::domain::{
-    Action, Actor, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName, Quote,
-    QuoteEvent, Role, decide, evolve,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName, Quote,
+    QuoteEvent, decide, evolve,
 };
-use quoteline::quoting::service::encode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderValue};
@@ -479,7 +479,7 @@ fn request(
     AppendRequest {
         stream_id,
         expected: ExpectedVersion::from(expected),
-        events: events.iter().map(encode).collect(),
+        events: events.iter().map(QuoteEvent::encode).collect(),
         // Every form carries an idempotency key, so every append checks one.
         metadata: Metadata::new(actor, at)
             .with_request_id("bench-seed")

@@ -155,18 +155,61 @@ impl Conn<'_> {
     }
 }
 
-/// The name of the unique constraint (PostgreSQL) or the columns (SQLite) that a
-/// database error violated, if it was a unique violation. The one place where the
-/// backends' ways of saying so are read.
-pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
+/// What a unique constraint that refused a write means. The one place where the
+/// schema's unique constraints are named and the backends' ways of reporting them
+/// are read; everything above matches on the meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unique {
+    /// An event with this id exists: an idempotency key used before.
+    EventId,
+    /// The stream has an event at this version: another append got there first.
+    StreamVersion,
+    /// Another quote has this reference.
+    QuoteReference,
+    /// Another person has this username.
+    Username,
+    /// A constraint this table does not know, as the database named it.
+    Other(String),
+}
+
+/// Each meaning with its PostgreSQL constraint name and the columns SQLite names
+/// in "UNIQUE constraint failed: …" (SQLite does not report constraint names).
+const UNIQUE_CONSTRAINTS: [(Unique, &str, &str); 4] = [
+    (Unique::EventId, "events_event_id_key", "events.event_id"),
+    (
+        Unique::StreamVersion,
+        "events_stream_id_version_key",
+        "events.stream_id, events.version",
+    ),
+    (
+        Unique::QuoteReference,
+        "quote_summary_reference_key",
+        "quote_summary.reference",
+    ),
+    (Unique::Username, "users_username_key", "users.username"),
+];
+
+/// Which unique constraint `error` violated, if it was a unique violation.
+pub fn unique_violation(error: &sqlx::Error) -> Option<Unique> {
     let db_error = error.as_database_error()?;
     if !db_error.is_unique_violation() {
         return None;
     }
-    Some(
-        db_error
-            .constraint()
-            .map(str::to_owned)
-            .unwrap_or_else(|| db_error.message().to_owned()),
-    )
+    let sqlite_columns = db_error
+        .message()
+        .strip_prefix("UNIQUE constraint failed: ");
+    let known = UNIQUE_CONSTRAINTS
+        .iter()
+        .find(|(_, postgres, sqlite)| {
+            db_error.constraint() == Some(*postgres) || sqlite_columns == Some(*sqlite)
+        })
+        .map(|(meaning, _, _)| meaning.clone());
+    Some(known.unwrap_or_else(|| {
+        Unique::Other(
+            db_error
+                .constraint()
+                .unwrap_or_else(|| db_error.message())
+                .to_owned(),
+        )
+    }))
 }

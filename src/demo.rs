@@ -5,13 +5,13 @@ use chrono::Utc;
 use rand::Rng;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::identity;
+use crate::kernel::{Actor, Envelope, Role};
+use crate::quoting::CommandError;
 use crate::quoting::domain::{
-    Action, Actor, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText,
-    PersonName, Role,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
 };
-use crate::quoting::{CommandError, Envelope};
+use crate::state::AppState;
 
 pub struct DemoSignIn {
     pub username: &'static str,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
 use quoteline::identity::{self, AddUserError};
-use quoteline::quoting::domain::Role;
+use quoteline::kernel::Role;
 use quoteline::{AppState, router};
 
 #[derive(Parser)]

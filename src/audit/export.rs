@@ -11,8 +11,9 @@ use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::changes::FieldChange;
 use super::log::{self, Cursor, LogFilter};
-use super::timeline::{FieldChange, TimelineEntry};
+use super::timeline::TimelineEntry;
 use crate::db::Db;
 
 /// Entries read (and written) at a time.

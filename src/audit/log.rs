@@ -12,21 +12,8 @@ use serde::Deserialize;
 use super::timeline::{SELECT_ENTRY, TimelineEntry};
 use crate::db::Db;
 use crate::on_backend;
-use crate::quoting::domain::FieldErrors;
-
-/// Each event type the log can be filtered by, with its title on the timeline.
-pub const EVENT_TYPES: [(&str, &str); 10] = [
-    ("QuoteStarted", "Quote started"),
-    ("GeographicDetailsProvided", "Geographic details provided"),
-    ("ContactDetailsProvided", "Contact details provided"),
-    ("FamilyDetailsProvided", "Family details provided"),
-    ("QuoteSaved", "Quote saved"),
-    ("QuoteFinalized", "Quote submitted for approval"),
-    ("QuoteApproved", "Quote approved"),
-    ("QuoteRejected", "Quote rejected"),
-    ("QuoteReferredBack", "Quote referred back to the agent"),
-    ("QuoteWithdrawn", "Quote withdrawn"),
-];
+use crate::quoting::domain::EventKind;
+use crate::web::FieldErrors;
 
 /// What the log is narrowed to; `None` means any. Dates are whole days in UTC, both
 /// ends included.
@@ -63,11 +50,11 @@ impl FilterForm {
         let event_type = match self.event_type.trim() {
             "" => None,
             wanted => {
-                let known = EVENT_TYPES.iter().find(|(name, _)| *name == wanted);
+                let known = wanted.parse::<EventKind>().ok();
                 if known.is_none() {
                     errors.push("event_type", "Select an event type from the list");
                 }
-                known.map(|(name, _)| *name)
+                known.map(EventKind::as_str)
             }
         };
         let mut date = |field: &str, input: &str, label: &str| match input.trim() {

@@ -5,17 +5,19 @@
 //! Auditors only read here; the one POST (`/audit/verify`) runs a check and records
 //! its result, and changes no quote.
 
+pub mod changes;
 pub mod export;
 pub mod log;
-pub mod pages;
+mod pages;
 pub mod timeline;
 pub mod verification;
 
 use axum::Router;
 
-use crate::AppState;
+use crate::state::AppState;
 
-pub use timeline::{FieldChange, TimelineEntry, TimelineProjection};
+pub use changes::FieldChange;
+pub use timeline::{TimelineEntry, TimelineProjection};
 pub use verification::{FoundMismatch, VerificationRun};
 
 pub fn router() -> Router<AppState> {

@@ -15,14 +15,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::export::{self, Format};
-use super::log::{self, Cursor, EVENT_TYPES, FilterForm};
+use super::log::{self, Cursor, FilterForm};
 use super::timeline::{self, TimelineEntry};
 use super::verification::{self, VerificationRun};
-use crate::AppState;
 use crate::identity::{Auditor, CurrentUser, UnderwriterOrAuditor};
-use crate::quoting::domain::{FieldErrors, Quote, Role, Status};
-use crate::quoting::pages::{AnswerSection, QuoteId, answers_of, into_app_error};
-use crate::web::{AppError, Layout};
+use crate::kernel::Role;
+use crate::quoting::domain::{EventKind, Quote, Status};
+use crate::quoting::{AnswerSection, answers_of};
+use crate::state::AppState;
+use crate::web::{AppError, FieldErrors, Layout, QuoteId};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,14 +58,6 @@ fn back_link(user: &CurrentUser) -> (&'static str, &'static str) {
     } else {
         ("/underwriting/queue", "Back to the approval queue")
     }
-}
-
-fn applicant(quote: &Quote) -> String {
-    quote
-        .applicant_name
-        .as_ref()
-        .map(|n| n.to_string())
-        .unwrap_or_default()
 }
 
 // ----- A quote's timeline ----------------------------------------------------------
@@ -133,7 +126,7 @@ async fn timeline_page(
         layout: user.layout(),
         quote_id: id,
         reference: header.reference,
-        applicant_name: applicant(&header.quote),
+        applicant_name: header.quote.applicant(),
         status: header.quote.status,
         events: header.version,
         entries,
@@ -170,8 +163,7 @@ async fn as_of_page(
     let quote = state
         .quotes
         .load(id, Some(as_of))
-        .await
-        .map_err(into_app_error)?
+        .await?
         .filter(|q| q.version as i64 == as_of)
         .ok_or_else(AppError::not_found)?;
     let entry = timeline::at_version(&state.db, id, as_of).await?;
@@ -179,7 +171,7 @@ async fn as_of_page(
         layout: user.layout(),
         quote_id: id,
         reference: quote.reference.clone(),
-        applicant_name: applicant(&quote),
+        applicant_name: quote.applicant(),
         as_of,
         events: head.version,
         status: quote.status.unwrap_or(Status::Initiated),
@@ -208,7 +200,7 @@ struct LogPage {
     layout: Layout,
     form: FilterForm,
     errors: FieldErrors,
-    event_types: &'static [(&'static str, &'static str)],
+    event_types: &'static [EventKind],
     entries: Vec<TimelineEntry>,
     filtered: bool,
     filter_query: String,
@@ -252,7 +244,7 @@ async fn log_page(
         layout: user.layout(),
         form: query.form.clone(),
         errors: FieldErrors::default(),
-        event_types: &EVENT_TYPES,
+        event_types: &EventKind::ALL,
         entries: Vec::new(),
         filtered: false,
         filter_query: String::new(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::hash::{GENESIS, HashInput};
 use super::model::{Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent};
 use super::sql;
-use crate::db::{Conn, unique_violation};
+use crate::db::{Conn, Unique, unique_violation};
 use crate::on_backend;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,8 +52,8 @@ pub enum AppendError {
     },
     /// A projection's unique constraint refused the events (for example a quote
     /// reference already taken). Nothing was written.
-    #[error("unique constraint violated: {0}")]
-    UniqueViolation(String),
+    #[error("unique constraint violated: {0:?}")]
+    UniqueViolation(Unique),
     #[error("an append must carry at least one event")]
     NoEvents,
     #[error("the event store is shut down")]
@@ -207,10 +207,10 @@ pub async fn explain_failure(
     request: &AppendRequest,
     error: AppendError,
 ) -> Result<Appended, AppendError> {
-    let AppendError::UniqueViolation(constraint) = &error else {
-        return Err(error);
-    };
-    if !constraint.contains("event_id") && !constraint.contains("version") {
+    if !matches!(
+        error,
+        AppendError::UniqueViolation(Unique::EventId | Unique::StreamVersion)
+    ) {
         return Err(error);
     }
     if let Some(earlier) = find_earlier_append(conn.reborrow(), request).await? {

@@ -151,6 +151,21 @@ impl EventStore {
     }
 }
 
+/// The stream's events with a version above `after_version`, in order, read inside
+/// the caller's unit of work (a projection catching up within an append's
+/// transaction sees the events written before it in that transaction).
+pub async fn read_stream_in(
+    conn: Conn<'_>,
+    stream_id: Uuid,
+    after_version: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let query = sql::SELECT_STREAM_AFTER.on(&conn);
+    let rows: Vec<sql::EventRow> = on_backend!(conn, c => {
+        sqlx::query_as(query).bind(stream_id).bind(after_version).fetch_all(&mut *c).await?
+    });
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+}
+
 impl From<sql::HeadRow> for StreamHead {
     fn from(row: sql::HeadRow) -> Self {
         StreamHead {

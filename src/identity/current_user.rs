@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::sessions::{self, USER_ID};
 use super::{csrf, users};
-use crate::AppState;
-use crate::quoting::domain::{Actor, Role};
+use crate::kernel::{Actor, Role};
+use crate::state::AppState;
 use crate::web::layout::Viewer;
 use crate::web::{AppError, Layout};
 

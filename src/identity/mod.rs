@@ -21,7 +21,7 @@ pub use sessions::Sessions;
 pub use throttle::sign_in_allowed;
 pub use users::{AddUserError, SignIn, User, add_or_reset_user, add_user, authenticate, find_user};
 
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -15,8 +15,8 @@ use super::current_user::{CurrentUser, anonymous_layout};
 use super::sessions::{self, USER_ID};
 use super::throttle::{wait_in_words, whole_seconds};
 use super::users::{self, SignIn};
-use crate::AppState;
-use crate::quoting::domain::Role;
+use crate::kernel::Role;
+use crate::state::AppState;
 use crate::web::{AppError, Layout};
 
 const WRONG_CREDENTIALS: &str = "Enter a correct username and password";

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::password::{self, MIN_PASSWORD_CHARS};
 use super::throttle::{lock_after, sign_in_allowed};
-use crate::db::{Db, unique_violation};
+use crate::db::{Db, Unique, unique_violation};
+use crate::kernel::Role;
 use crate::on_backend;
-use crate::quoting::domain::Role;
 
 /// Someone who can sign in, without their password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ pub async fn add_user(
             tracing::info!(user_id = %new.user.id, "user added");
             Ok(new.user)
         }
-        Err(error) if unique_violation(&error).is_some_and(|c| c.contains("username")) => {
+        Err(error) if unique_violation(&error) == Some(Unique::Username) => {
             Err(AddUserError::Duplicate(username.to_owned()))
         }
         Err(error) => Err(error.into()),

@@ -3,43 +3,40 @@
 //!
 //! Every POST: parse the form into the section's value objects (422 and the same
 //! page on invalid input) → decide on the version the form was rendered from →
-//! append (with the quote_summary row) → 303 to the next page.
+//! append (with the projections) → 303 to the next page. What may be done to a quote
+//! is asked of the quote (`Quote::permits`), never re-decided here.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{FromRequestParts, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::Form;
-use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::domain::{
-    Action, COUNTRIES, Command, ContactDetails, DomainError, FamilyDetails, FieldErrors,
-    GeographicDetails, PersonName, Quote, Role, Status,
-};
-use super::service::{CommandError, Envelope};
+use super::answers::{AnswerSection, answers_of};
+use super::domain::{Action, ActionKind, Command, Field, PersonName, Quote, Status};
+use super::forms::{ContactForm, FamilyForm, FormContext, GeographicForm, SectionForm};
+use super::forms::{field_errors, input_name};
+use super::service::CommandError;
 use super::summary::{self, QuoteSummary};
-use crate::AppState;
-use crate::identity::{Agent, AgentUnderwriterOrAuditor, CurrentUser};
-use crate::web::middleware::REQUEST_ID;
-use crate::web::{AppError, Layout};
+use crate::identity::{Agent, CurrentUser};
+use crate::state::AppState;
+use crate::web::error::STALE_HEADING;
+use crate::web::{AppError, FieldErrors, FormMeta, Layout, QuoteId, new_key};
 
+/// The agent's routes. `GET /quotes/{id}` is shared with underwriters and auditors
+/// and is dispatched in `app`, which calls [`task_list`] for the quote's agent.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/quotes", get(my_quotes).post(start_quote))
         .route("/quotes/new", get(new_quote))
-        .route("/quotes/{id}", get(task_list))
-        .route(
-            "/quotes/{id}/geographic",
-            get(geographic_page).post(save_geographic),
-        )
-        .route("/quotes/{id}/contact", get(contact_page).post(save_contact))
-        .route("/quotes/{id}/family", get(family_page).post(save_family))
+        .merge(section::<GeographicForm>())
+        .merge(section::<ContactForm>())
+        .merge(section::<FamilyForm>())
         .route("/quotes/{id}/review", get(review_page))
         .route("/quotes/{id}/finalize", post(finalize))
         .route(
@@ -48,95 +45,14 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// A quote id from the path; anything that is not one is a page that does not exist.
-pub struct QuoteId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for QuoteId {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
-        let id = parts
-            .uri
-            .path()
-            .split('/')
-            .nth(2)
-            .and_then(|segment| Uuid::parse_str(segment).ok())
-            .ok_or_else(AppError::not_found)?;
-        Ok(QuoteId(id))
-    }
-}
-
-/// The fields every command form carries besides its answers.
-#[derive(Debug, Deserialize)]
-pub struct FormMeta {
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub idempotency_key: String,
-}
-
-impl FormMeta {
-    pub fn version(&self) -> Result<i64, AppError> {
-        self.version
-            .parse()
-            .ok()
-            .filter(|v| *v >= 0)
-            .ok_or_else(|| AppError::bad_request("The form was missing its quote version. Go back, reload the page and try again."))
-    }
-
-    pub fn envelope(&self, headers: &HeaderMap) -> Envelope {
-        let key = self.idempotency_key.trim();
-        Envelope {
-            at: Utc::now(),
-            request_id: headers
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            idempotency_key: (!key.is_empty() && key.len() <= 100).then(|| key.to_owned()),
-        }
-    }
-}
-
-pub fn new_key() -> String {
-    Uuid::new_v4().to_string()
-}
-
 /// The quote, if `user` is its agent. Anyone else's quote does not exist for them.
 async fn own_quote(state: &AppState, user: &CurrentUser, id: Uuid) -> Result<Quote, AppError> {
-    let quote = state
+    state
         .quotes
         .load(id, None)
-        .await
-        .map_err(into_app_error)?
+        .await?
         .filter(|q| q.agent == user.username)
-        .ok_or_else(AppError::not_found)?;
-    Ok(quote)
-}
-
-pub fn into_app_error(error: CommandError) -> AppError {
-    match error {
-        CommandError::Rejected(rule) => refusal(rule),
-        CommandError::Stale { .. } => AppError::conflict(
-            STALE_HEADING,
-            "Someone else changed this quote after you opened the page. Nothing you sent was saved. Go back to the quote to see it as it is now.",
-        ),
-        CommandError::Corrupt(e) => AppError::Internal(e.into()),
-        CommandError::Store(e) => AppError::Internal(e),
-    }
-}
-
-const STALE_HEADING: &str = "This quote changed while you were editing";
-
-/// A rule that said no, as a page: someone else's quote does not exist for an
-/// agent; the rest are conflicts with the quote's state or role.
-fn refusal(rule: DomainError) -> AppError {
-    match rule {
-        DomainError::QuoteNotFound | DomainError::NotTheQuotesAgent => AppError::not_found(),
-        DomainError::RoleRequired { .. } | DomainError::OwnQuote => {
-            AppError::forbidden(rule.to_string())
-        }
-        _ => AppError::conflict("That cannot be done to this quote", rule.to_string()),
-    }
+        .ok_or_else(AppError::not_found)
 }
 
 // ----- My quotes --------------------------------------------------------------
@@ -227,13 +143,13 @@ async fn start_quote(
     })?;
     let name = match PersonName::parse_as(
         &form.applicant_name,
-        "Applicant name",
+        Field::ApplicantName.label(),
         "Enter the applicant's name",
     ) {
         Ok(name) => name,
         Err(message) => {
             let mut errors = FieldErrors::default();
-            errors.push("applicant_name", message);
+            errors.push(input_name(Field::ApplicantName), message);
             let page = NewQuotePage {
                 layout: user.layout(),
                 quote_id,
@@ -257,7 +173,7 @@ async fn start_quote(
                 "This quote has already been started",
                 "A quote with this number exists already. Start a new quote from your list.",
             ),
-            other => into_app_error(other),
+            other => other.into(),
         })?;
     Ok(Redirect::to(&format!("/quotes/{quote_id}")).into_response())
 }
@@ -274,486 +190,178 @@ struct SectionState {
 #[template(path = "quoting/task_list.html")]
 struct TaskListPage {
     layout: Layout,
-    quote: QuoteSummary,
+    quote_id: Uuid,
+    quote: Quote,
+    status: Status,
     sections: Vec<SectionState>,
     editable: bool,
+    can_submit: bool,
     can_withdraw: bool,
 }
 
-async fn task_list(
-    State(state): State<AppState>,
-    AgentUnderwriterOrAuditor(user): AgentUnderwriterOrAuditor,
-    QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    let quote = summary::find(&state.db, id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let is_owner = quote.agent == user.username && user.has_role(Role::Agent);
-    let is_staff = user.has_role(Role::Underwriter) || user.has_role(Role::Auditor);
-    if !is_owner {
-        // Underwriters and auditors read the quote whole; other agents never see it.
-        return match is_staff {
-            true => crate::underwriting::decisions::quote_view(&state, &user, id).await,
-            false => Err(AppError::not_found()),
-        };
-    }
-    let status = quote.status();
-    let editable = matches!(status, Status::Initiated | Status::Saved);
-    let can_withdraw = matches!(
-        status,
-        Status::Initiated | Status::Saved | Status::Finalized
-    );
+/// The task list of `quote`, for its own agent: each section's state, and the
+/// actions the quote permits them now.
+pub fn task_list(user: &CurrentUser, id: Uuid, quote: &Quote) -> Result<Response, AppError> {
+    let actor = user.actor();
+    let permits = |action| quote.permits(&actor, action).is_ok();
+    let status = quote.status.ok_or_else(AppError::not_found)?;
     Ok(TaskListPage {
         layout: user.layout(),
+        quote_id: id,
+        status,
         sections: vec![
             SectionState {
-                slug: "geographic",
+                slug: GeographicForm::SLUG,
                 title: "Geographic details",
-                done: quote.geographic_done,
+                done: quote.geographic.is_some(),
             },
             SectionState {
-                slug: "contact",
+                slug: ContactForm::SLUG,
                 title: "Contact details",
-                done: quote.contact_done,
+                done: quote.contact.is_some(),
             },
             SectionState {
-                slug: "family",
+                slug: FamilyForm::SLUG,
                 title: "Family details",
-                done: quote.family_done,
+                done: quote.family.is_some(),
             },
         ],
-        quote,
-        editable,
-        can_withdraw,
+        editable: permits(ActionKind::ProvideGeographic),
+        can_submit: permits(ActionKind::Finalize),
+        can_withdraw: permits(ActionKind::Withdraw),
+        quote: quote.clone(),
     }
     .into_response())
 }
 
 // ----- Section pages -----------------------------------------------------------
 
-/// What a section page needs besides its own answers.
-struct FormContext {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
+/// A section's page and its POST, written once for every [`SectionForm`].
+fn section<F: SectionForm>() -> Router<AppState> {
+    Router::new().route(
+        &format!("/quotes/{{id}}/{}", F::SLUG),
+        get(show_section::<F>).post(save_section::<F>),
+    )
 }
 
-/// One section's form: how it reads its answers, and how its page is drawn.
-trait SectionForm: Sized {
-    fn from_quote(quote: &Quote) -> Self;
-    fn parse(&self) -> Result<Action, FieldErrors>;
-    fn render(self, context: FormContext) -> Response;
-}
-
-/// Only a quote that can still take answers shows its forms.
-fn ensure_editable(quote: &Quote) -> Result<(), AppError> {
-    match quote.status {
-        Some(Status::Initiated | Status::Saved) => Ok(()),
-        Some(status) => Err(AppError::conflict(
+/// Only a quote whose answers can still change shows its forms.
+fn ensure_editable(quote: &Quote, user: &CurrentUser) -> Result<(), AppError> {
+    match (
+        quote.status,
+        quote.permits(&user.actor(), ActionKind::ProvideGeographic),
+    ) {
+        (_, Ok(())) => Ok(()),
+        (Some(status), Err(_)) => Err(AppError::conflict(
             "This quote can no longer be changed",
             format!(
                 "The quote is {}, so its answers are read-only.",
                 status.label()
             ),
         )),
-        None => Err(AppError::not_found()),
+        (None, Err(_)) => Err(AppError::not_found()),
     }
 }
 
-async fn show_section<F: SectionForm>(
-    state: &AppState,
-    user: CurrentUser,
+fn form_context(
+    user: &CurrentUser,
     id: Uuid,
-) -> Result<Response, AppError> {
-    let quote = own_quote(state, &user, id).await?;
-    ensure_editable(&quote)?;
-    let context = FormContext {
-        layout: user.layout(),
-        quote_id: id,
-        reference: quote.reference.clone(),
-        version: quote.version as i64,
-        idempotency_key: new_key(),
-        errors: FieldErrors::default(),
-        notice: None,
-    };
-    Ok(F::from_quote(&quote).render(context))
-}
-
-async fn save_section<F: SectionForm>(
-    state: &AppState,
-    user: CurrentUser,
-    id: Uuid,
-    headers: &HeaderMap,
-    meta: FormMeta,
-    form: F,
-) -> Result<Response, AppError> {
-    let version = meta.version()?;
-    let quote = own_quote(state, &user, id).await?;
-    let context = |errors, notice, version| FormContext {
+    quote: &Quote,
+    version: i64,
+    key: String,
+) -> FormContext {
+    FormContext {
         layout: user.layout(),
         quote_id: id,
         reference: quote.reference.clone(),
         version,
-        idempotency_key: meta.idempotency_key.clone(),
-        errors,
-        notice,
-    };
-    let action = match form.parse() {
-        Ok(action) => action,
-        Err(errors) => {
-            let page = form.render(context(errors, None, version));
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
-        }
-    };
-    let command = Command::new(user.actor(), action);
-    match state
-        .quotes
-        .execute_on(id, &quote, version, command, &meta.envelope(headers))
-        .await
-    {
-        Ok((_, after)) => Ok(Redirect::to(&next_page(id, &after)).into_response()),
-        Err(CommandError::Stale { actual, .. }) if quote.status.is_some_and(|s| !s.is_final()) => {
-            // Keep what they typed; the form now carries the current version.
-            let mut context = context(FieldErrors::default(), Some(STALE_HEADING), actual);
-            context.idempotency_key = new_key();
-            Ok((StatusCode::CONFLICT, form.render(context)).into_response())
-        }
-        Err(error) => Err(into_app_error(error)),
+        idempotency_key: key,
+        errors: FieldErrors::default(),
+        notice: None,
     }
 }
 
-/// After a section: the next one not yet answered, else check your answers.
-fn next_page(id: Uuid, quote: &Quote) -> String {
-    let slug = if quote.geographic.is_none() {
-        "geographic"
-    } else if quote.contact.is_none() {
-        "contact"
-    } else if quote.family.is_none() {
-        "family"
-    } else {
-        "review"
-    };
-    format!("/quotes/{id}/{slug}")
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct GeographicForm {
-    #[serde(default)]
-    country: String,
-    #[serde(default)]
-    region: String,
-    #[serde(default)]
-    city: String,
-    #[serde(default)]
-    postal_code: String,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "quoting/geographic.html")]
-struct GeographicPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
-    form: GeographicForm,
-    countries: &'static [(&'static str, &'static str)],
-}
-
-impl SectionForm for GeographicForm {
-    fn from_quote(quote: &Quote) -> Self {
-        quote
-            .geographic
-            .as_ref()
-            .map_or_else(Self::default, |g| GeographicForm {
-                country: g.country().as_str().to_owned(),
-                region: g.region().as_str().to_owned(),
-                city: g.city().as_str().to_owned(),
-                postal_code: g.postal_code().as_str().to_owned(),
-            })
-    }
-
-    fn parse(&self) -> Result<Action, FieldErrors> {
-        GeographicDetails::parse(&self.country, &self.region, &self.city, &self.postal_code)
-            .map(Action::ProvideGeographic)
-    }
-
-    fn render(self, c: FormContext) -> Response {
-        GeographicPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
-            form: self,
-            countries: COUNTRIES,
-        }
-        .into_response()
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ContactForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    phone: String,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "quoting/contact.html")]
-struct ContactPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
-    form: ContactForm,
-}
-
-impl SectionForm for ContactForm {
-    fn from_quote(quote: &Quote) -> Self {
-        quote
-            .contact
-            .as_ref()
-            .map_or_else(Self::default, |c| ContactForm {
-                email: c.email().as_str().to_owned(),
-                phone: c.phone().as_str().to_owned(),
-            })
-    }
-
-    fn parse(&self) -> Result<Action, FieldErrors> {
-        ContactDetails::parse(&self.email, &self.phone).map(Action::ProvideContact)
-    }
-
-    fn render(self, c: FormContext) -> Response {
-        ContactPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
-            form: self,
-        }
-        .into_response()
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct FamilyForm {
-    #[serde(default)]
-    dependents: String,
-    #[serde(default)]
-    spouse_name: String,
-    #[serde(default)]
-    children: Vec<String>,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "quoting/family.html")]
-struct FamilyPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
-    form: FamilyForm,
-}
-
-impl FamilyPage {
-    /// The id of the n-th child's input, as `FamilyDetails::parse` names its errors.
-    fn child_field(&self, index: &usize) -> String {
-        format!("children-{index}")
-    }
-}
-
-impl SectionForm for FamilyForm {
-    fn from_quote(quote: &Quote) -> Self {
-        quote.family.as_ref().map_or_else(
-            || FamilyForm {
-                children: vec![String::new()],
-                ..Self::default()
-            },
-            |f| FamilyForm {
-                dependents: f.dependents().to_string(),
-                spouse_name: f
-                    .spouse_name()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
-                children: f.children().iter().map(|c| c.as_str().to_owned()).collect(),
-            },
-        )
-    }
-
-    fn parse(&self) -> Result<Action, FieldErrors> {
-        FamilyDetails::parse(&self.dependents, &self.spouse_name, &self.children)
-            .map(Action::ProvideFamily)
-    }
-
-    fn render(mut self, c: FormContext) -> Response {
-        if self.children.is_empty() {
-            self.children.push(String::new());
-        }
-        FamilyPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
-            form: self,
-        }
-        .into_response()
-    }
+async fn show_section<F: SectionForm>(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+    QuoteId(id): QuoteId,
+) -> Result<Response, AppError> {
+    let quote = own_quote(&state, &user, id).await?;
+    ensure_editable(&quote, &user)?;
+    let context = form_context(&user, id, &quote, quote.version as i64, new_key());
+    Ok(F::from_quote(&quote).render(context))
 }
 
 #[derive(Deserialize)]
 struct Submitted<F> {
     #[serde(flatten)]
     meta: FormMeta,
+    /// The button pressed, for forms with more than one.
+    #[serde(default)]
+    action: String,
     #[serde(flatten)]
     form: F,
 }
 
-async fn geographic_page(
-    State(state): State<AppState>,
-    Agent(user): Agent,
-    QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    show_section::<GeographicForm>(&state, user, id).await
-}
-
-async fn save_geographic(
+async fn save_section<F: SectionForm>(
     State(state): State<AppState>,
     Agent(user): Agent,
     QuoteId(id): QuoteId,
     headers: HeaderMap,
-    Form(submitted): Form<Submitted<GeographicForm>>,
+    Form(submitted): Form<Submitted<F>>,
 ) -> Result<Response, AppError> {
-    save_section(&state, user, id, &headers, submitted.meta, submitted.form).await
-}
-
-async fn contact_page(
-    State(state): State<AppState>,
-    Agent(user): Agent,
-    QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    show_section::<ContactForm>(&state, user, id).await
-}
-
-async fn save_contact(
-    State(state): State<AppState>,
-    Agent(user): Agent,
-    QuoteId(id): QuoteId,
-    headers: HeaderMap,
-    Form(submitted): Form<Submitted<ContactForm>>,
-) -> Result<Response, AppError> {
-    save_section(&state, user, id, &headers, submitted.meta, submitted.form).await
-}
-
-async fn family_page(
-    State(state): State<AppState>,
-    Agent(user): Agent,
-    QuoteId(id): QuoteId,
-) -> Result<Response, AppError> {
-    show_section::<FamilyForm>(&state, user, id).await
-}
-
-#[derive(Deserialize)]
-struct FamilySubmitted {
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    idempotency_key: String,
-    #[serde(default)]
-    dependents: String,
-    #[serde(default)]
-    spouse_name: String,
-    #[serde(default)]
-    children: Vec<String>,
-    #[serde(default)]
-    action: String,
-}
-
-/// "Add another child" and "Remove" redraw the page with one child more or fewer,
-/// writing nothing; only "Save and continue" sends the command.
-async fn save_family(
-    State(state): State<AppState>,
-    Agent(user): Agent,
-    QuoteId(id): QuoteId,
-    headers: HeaderMap,
-    Form(submitted): Form<FamilySubmitted>,
-) -> Result<Response, AppError> {
-    let meta = FormMeta {
-        version: submitted.version,
-        idempotency_key: submitted.idempotency_key,
-    };
-    let mut form = FamilyForm {
-        dependents: submitted.dependents,
-        spouse_name: submitted.spouse_name,
-        children: submitted.children,
-    };
-    let edit = match submitted.action.as_str() {
-        "add-child" => {
-            form.children.push(String::new());
-            true
-        }
-        remove if remove.starts_with("remove-") => {
-            let index: usize = remove["remove-".len()..]
-                .parse()
-                .map_err(|_| AppError::bad_request("That button is not one this page has."))?;
-            if index < form.children.len() {
-                form.children.remove(index);
-            }
-            true
-        }
-        _ => false,
-    };
-    if !edit {
-        return save_section(&state, user, id, &headers, meta, form).await;
-    }
+    let Submitted {
+        meta,
+        action: button,
+        mut form,
+    } = submitted;
     let version = meta.version()?;
     let quote = own_quote(&state, &user, id).await?;
-    ensure_editable(&quote)?;
-    Ok(form.render(FormContext {
-        layout: user.layout(),
-        quote_id: id,
-        reference: quote.reference,
-        version,
-        idempotency_key: meta.idempotency_key,
-        errors: FieldErrors::default(),
-        notice: None,
-    }))
+    let context = |key: String| form_context(&user, id, &quote, version, key);
+    if form.edit(&button)? {
+        ensure_editable(&quote, &user)?;
+        return Ok(form.render(context(meta.idempotency_key)));
+    }
+    let action = match form.parse() {
+        Ok(action) => action,
+        Err(invalid) => {
+            let mut context = context(meta.idempotency_key);
+            context.errors = field_errors(invalid);
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, form.render(context)).into_response());
+        }
+    };
+    let command = Command::new(user.actor(), action);
+    match state
+        .quotes
+        .execute_on(id, &quote, version, command, &meta.envelope(&headers))
+        .await
+    {
+        Ok((_, after)) => Ok(Redirect::to(&next_page(id, &after)).into_response()),
+        Err(CommandError::Stale { actual, .. }) if quote.status.is_some_and(|s| !s.is_final()) => {
+            // Keep what they typed; the form now carries the current version.
+            let mut context = context(new_key());
+            context.version = actual;
+            context.notice = Some(STALE_HEADING);
+            Ok((StatusCode::CONFLICT, form.render(context)).into_response())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// After a section: the next one not yet answered, else check your answers.
+fn next_page(id: Uuid, quote: &Quote) -> String {
+    let slug = if quote.geographic.is_none() {
+        GeographicForm::SLUG
+    } else if quote.contact.is_none() {
+        ContactForm::SLUG
+    } else if quote.family.is_none() {
+        FamilyForm::SLUG
+    } else {
+        "review"
+    };
+    format!("/quotes/{id}/{slug}")
 }
 
 // ----- Check your answers, submit, withdraw -------------------------------------
-
-pub struct AnswerRow {
-    pub label: &'static str,
-    pub field: &'static str,
-    pub value: String,
-}
-
-pub struct AnswerSection {
-    pub slug: &'static str,
-    pub title: &'static str,
-    pub rows: Vec<AnswerRow>,
-}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "quoting/review.html")]
@@ -768,82 +376,14 @@ struct ReviewPage {
     notice: Option<&'static str>,
 }
 
-/// The quote's answers as label/value rows, for check-your-answers and for the
-/// underwriter's read-only view.
-pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
-    let row = |label, field, value: String| AnswerRow {
-        label,
-        field,
-        value,
-    };
-    let not_given = || "Not given".to_owned();
-    let applicant = quote
-        .applicant_name
-        .as_ref()
-        .map(|n| n.to_string())
-        .unwrap_or_else(not_given);
-    let mut sections = vec![AnswerSection {
-        slug: "",
-        title: "Applicant",
-        rows: vec![row("Applicant name", "applicant_name", applicant)],
-    }];
-    if let Some(g) = &quote.geographic {
-        sections.push(AnswerSection {
-            slug: "geographic",
-            title: "Geographic details",
-            rows: vec![
-                row("Country", "country", g.country().name().to_owned()),
-                row("State", "region", g.region().to_string()),
-                row("City", "city", g.city().to_string()),
-                row("Postal code", "postal_code", g.postal_code().to_string()),
-            ],
-        });
+impl ReviewPage {
+    /// Where a "Change" link lands: the answer's input on its section's page.
+    fn input_of(&self, field: &Field) -> String {
+        input_name(match field {
+            Field::Children => Field::Child(0),
+            other => *other,
+        })
     }
-    if let Some(c) = &quote.contact {
-        sections.push(AnswerSection {
-            slug: "contact",
-            title: "Contact details",
-            rows: vec![
-                row("Email", "email", c.email().to_string()),
-                row("Phone number", "phone", c.phone().to_string()),
-            ],
-        });
-    }
-    if let Some(f) = &quote.family {
-        let children = f
-            .children()
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>();
-        sections.push(AnswerSection {
-            slug: "family",
-            title: "Family details",
-            rows: vec![
-                row(
-                    "Number of dependents",
-                    "dependents",
-                    f.dependents().to_string(),
-                ),
-                row(
-                    "Spouse name",
-                    "spouse_name",
-                    f.spouse_name()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "None".into()),
-                ),
-                row(
-                    "Children",
-                    "children-0",
-                    if children.is_empty() {
-                        "None".into()
-                    } else {
-                        children.join("\n")
-                    },
-                ),
-            ],
-        });
-    }
-    sections
 }
 
 async fn review_page(
@@ -852,7 +392,7 @@ async fn review_page(
     QuoteId(id): QuoteId,
 ) -> Result<Response, AppError> {
     let quote = own_quote(&state, &user, id).await?;
-    ensure_editable(&quote)?;
+    ensure_editable(&quote, &user)?;
     if !quote.sections_complete() {
         return Ok(Redirect::to(&next_page(id, &quote)).into_response());
     }
@@ -900,7 +440,7 @@ async fn confirm_withdraw(
     QuoteId(id): QuoteId,
 ) -> Result<Response, AppError> {
     let quote = own_quote(&state, &user, id).await?;
-    if quote.status.is_none_or(Status::is_final) {
+    if quote.permits(&user.actor(), ActionKind::Withdraw).is_err() {
         return Err(AppError::conflict(
             "This quote can no longer be withdrawn",
             format!(
@@ -913,11 +453,7 @@ async fn confirm_withdraw(
         layout: user.layout(),
         quote_id: id,
         reference: quote.reference.clone(),
-        applicant_name: quote
-            .applicant_name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        applicant_name: quote.applicant(),
         version: quote.version as i64,
         idempotency_key: new_key(),
     }
@@ -954,7 +490,6 @@ async fn lifecycle(
             Command::new(user.actor(), action),
             &meta.envelope(headers),
         )
-        .await
-        .map_err(into_app_error)?;
+        .await?;
     Ok(Redirect::to(&format!("/quotes/{id}")).into_response())
 }

@@ -1,15 +1,15 @@
 //! The quote service: load a quote (fold its events), decide, and append with the
 //! expected version. The only way quoting's commands reach the event store.
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use uuid::Uuid;
 
 use super::domain::{Action, Command, DomainError, PersonName, Quote, QuoteEvent, decide, evolve};
+use crate::db::Unique;
 use crate::eventstore::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, NewEvent,
-    RecordedEvent,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata,
 };
+use crate::kernel::{Actor, Envelope};
 
 /// Why a command did not lead to events.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,9 @@ pub enum CommandError {
     Stale { expected: i64, actual: i64 },
     #[error("the quote's events could not be read: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The store failed (or refused for a reason no rule of the quote explains).
     #[error(transparent)]
-    Store(anyhow::Error),
+    Store(#[from] AppendError),
 }
 
 impl From<sqlx::Error> for CommandError {
@@ -32,21 +33,12 @@ impl From<sqlx::Error> for CommandError {
     }
 }
 
-/// Who sent a command, when, and with which form.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub at: DateTime<Utc>,
-    pub request_id: Option<String>,
-    pub idempotency_key: Option<String>,
-}
-
-impl Envelope {
-    fn metadata(&self, actor: &str) -> Metadata {
-        let mut metadata = Metadata::new(actor, self.at);
-        metadata.request_id = self.request_id.clone();
-        metadata.idempotency_key = self.idempotency_key.clone();
-        metadata
-    }
+/// The event metadata of a command sent by `actor` in `envelope`.
+fn metadata(envelope: &Envelope, actor: &str) -> Metadata {
+    let mut metadata = Metadata::new(actor, envelope.at);
+    metadata.request_id = envelope.request_id.clone();
+    metadata.idempotency_key = envelope.idempotency_key.clone();
+    metadata
 }
 
 /// How many fresh references a start tries before giving up.
@@ -76,7 +68,7 @@ impl QuoteService {
             .iter()
             .take_while(|e| up_to.is_none_or(|v| e.version <= v))
         {
-            quote = evolve(quote, &decode(recorded)?);
+            quote = evolve(quote, &QuoteEvent::decode(recorded)?);
         }
         Ok(quote.is_started().then_some(quote))
     }
@@ -87,7 +79,7 @@ impl QuoteService {
     pub async fn start(
         &self,
         quote_id: Uuid,
-        command_actor: super::domain::Actor,
+        command_actor: Actor,
         applicant_name: PersonName,
         envelope: &Envelope,
     ) -> Result<Appended, CommandError> {
@@ -100,12 +92,14 @@ impl QuoteService {
                 },
             );
             match self.execute(quote_id, 0, command, envelope).await {
-                Err(CommandError::Store(error)) if is_reference_clash(&error) => continue,
+                Err(CommandError::Store(AppendError::UniqueViolation(Unique::QuoteReference))) => {
+                    continue;
+                }
                 outcome => return outcome,
             }
         }
-        Err(CommandError::Store(anyhow::anyhow!(
-            "no free quote reference after {REFERENCE_ATTEMPTS} attempts"
+        Err(CommandError::Store(AppendError::UniqueViolation(
+            Unique::QuoteReference,
         )))
     }
 
@@ -172,8 +166,8 @@ impl QuoteService {
         let request = AppendRequest {
             stream_id: quote_id,
             expected: ExpectedVersion::from(expected_version),
-            events: events.iter().map(encode).collect(),
-            metadata: envelope.metadata(&command.actor.username),
+            events: events.iter().map(QuoteEvent::encode).collect(),
+            metadata: metadata(envelope, &command.actor.username),
         };
         let appended = match self.store.append(request).await {
             Ok(appended) => appended,
@@ -183,39 +177,16 @@ impl QuoteService {
                     actual,
                 });
             }
-            Err(error) => return Err(CommandError::Store(error.into())),
+            Err(error) => return Err(CommandError::Store(error)),
         };
         // What was stored, not what was decided now: a repeated key returns the
         // first outcome, whose events may differ.
         let mut after = seen;
         for recorded in appended.events() {
-            after = evolve(after, &decode(recorded)?);
+            after = evolve(after, &QuoteEvent::decode(recorded)?);
         }
         Ok((appended, after))
     }
-}
-
-pub fn encode(event: &QuoteEvent) -> NewEvent {
-    NewEvent {
-        event_type: event.event_type().to_owned(),
-        schema_version: QuoteEvent::SCHEMA_VERSION,
-        payload: event.to_payload(),
-    }
-}
-
-pub fn decode(recorded: &RecordedEvent) -> Result<QuoteEvent, serde_json::Error> {
-    QuoteEvent::from_stored(
-        &recorded.event_type,
-        recorded.schema_version,
-        recorded.payload.clone(),
-    )
-}
-
-fn is_reference_clash(error: &anyhow::Error) -> bool {
-    matches!(
-        error.downcast_ref::<AppendError>(),
-        Some(AppendError::UniqueViolation(constraint)) if constraint.contains("reference")
-    )
 }
 
 /// `Q-` and six characters of Crockford's base 32 (no I, L, O, U): short enough to

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{QuoteEvent, Status};
-use super::service::decode;
+
 use crate::db::{Conn, Db};
 use crate::eventstore::{BoxFuture, Projector, RecordedEvent};
 use crate::on_backend;
@@ -116,7 +116,8 @@ impl Projector for QuoteSummaryProjection {
             };
             let mut change = Change::default();
             for recorded in events {
-                let event = decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                let event =
+                    QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
                 change.add(&event, recorded);
             }
             if let Some((reference, applicant_name, agent)) = &change.started {

@@ -17,17 +17,14 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::queue::{self, QueueRow};
-use crate::AppState;
 use crate::identity::{CurrentUser, Underwriter};
-use crate::quoting::CommandError;
 use crate::quoting::domain::{
-    Action, Command, DomainError, FieldErrors, NonEmptyText, Quote, QuoteEvent, Role, Status,
+    Action, ActionKind, Command, DomainError, EventKind, NonEmptyText, Quote, QuoteEvent, Status,
+    evolve,
 };
-use crate::quoting::pages::{
-    AnswerSection, FormMeta, QuoteId, answers_of, into_app_error, new_key,
-};
-use crate::quoting::service::decode;
-use crate::web::{AppError, Layout};
+use crate::quoting::{AnswerSection, CommandError, answers_of};
+use crate::state::AppState;
+use crate::web::{AppError, FieldErrors, FormMeta, Layout, QuoteId, new_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,6 +36,7 @@ pub fn router() -> Router<AppState> {
 
 /// One line of a quote's history, in short.
 pub struct HistoryLine {
+    pub kind: EventKind,
     pub title: &'static str,
     pub actor: String,
     pub at: DateTime<Utc>,
@@ -54,18 +52,15 @@ async fn quote_with_history(
     let mut quote = Quote::default();
     let mut history = Vec::with_capacity(recorded.len());
     for event in &recorded {
-        let decoded = decode(event).map_err(|e| AppError::Internal(e.into()))?;
+        let decoded = QuoteEvent::decode(event).map_err(|e| AppError::Internal(e.into()))?;
         history.push(HistoryLine {
+            kind: decoded.kind(),
             title: decoded.title(),
             actor: event.actor.clone(),
             at: event.recorded_at,
-            detail: match &decoded {
-                QuoteEvent::QuoteRejected { reason, .. } => Some(reason.to_string()),
-                QuoteEvent::QuoteReferredBack { note, .. } => Some(note.to_string()),
-                _ => None,
-            },
+            detail: decoded.decision_text().map(NonEmptyText::to_string),
         });
-        quote = crate::quoting::domain::evolve(quote, &decoded);
+        quote = evolve(quote, &decoded);
     }
     if !quote.is_started() {
         return Err(AppError::not_found());
@@ -96,16 +91,15 @@ pub async fn quote_view(
 ) -> Result<Response, AppError> {
     let (quote, history) = quote_with_history(state, id).await?;
     let status = quote.status.unwrap_or(Status::Initiated);
-    let own_quote = quote.agent == user.username;
-    let can_decide = user.has_role(Role::Underwriter) && status == Status::Finalized && !own_quote;
+    let decision = quote.permits(&user.actor(), ActionKind::Approve);
     Ok(QuoteView {
         layout: user.layout(),
         quote_id: id,
         answers: answers_of(&quote),
         status,
         history,
-        can_decide,
-        own_quote: own_quote && user.has_role(Role::Underwriter),
+        can_decide: decision.is_ok(),
+        own_quote: decision == Err(DomainError::OwnQuote),
         quote,
     }
     .into_response())
@@ -192,27 +186,20 @@ struct ConfirmPage {
 /// A submitted quote this underwriter may decide, or the page that says why not.
 async fn decidable(state: &AppState, user: &CurrentUser, id: Uuid) -> Result<Quote, AppError> {
     let (quote, history) = quote_with_history(state, id).await?;
-    if quote.agent == user.username {
-        return Err(AppError::forbidden(DomainError::OwnQuote.to_string()));
+    match quote.permits(&user.actor(), ActionKind::Approve) {
+        Ok(()) => Ok(quote),
+        Err(DomainError::NotPermitted { .. }) => Err(already_decided(&quote, &history)),
+        Err(rule) => Err(rule.into()),
     }
-    if quote.status != Some(Status::Finalized) {
-        return Err(already_decided(&quote, &history));
-    }
-    Ok(quote)
 }
 
 /// Why a decision can no longer be made: who decided the quote, and how.
 fn already_decided(quote: &Quote, history: &[HistoryLine]) -> AppError {
     let status = quote.status.unwrap_or(Status::Initiated);
-    let last_change = history.iter().rev().find(|line| {
-        matches!(
-            line.title,
-            "Quote approved"
-                | "Quote rejected"
-                | "Quote referred back to the agent"
-                | "Quote withdrawn"
-        )
-    });
+    let last_change = history
+        .iter()
+        .rev()
+        .find(|line| line.kind.is_decision() || line.kind == EventKind::QuoteWithdrawn);
     let message = match last_change {
         Some(line) => format!(
             "{} by {} on {}.{}",
@@ -237,11 +224,7 @@ fn confirm_page(user: &CurrentUser, id: Uuid, quote: &Quote, decision: Decision)
         layout: user.layout(),
         quote_id: id,
         reference: quote.reference.clone(),
-        applicant_name: quote
-            .applicant_name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        applicant_name: quote.applicant(),
         agent: quote.agent.clone(),
         heading: decision.heading(),
         button: decision.button(),
@@ -310,7 +293,7 @@ async fn decide(
             let (quote, history) = quote_with_history(state, id).await?;
             Err(already_decided(&quote, &history))
         }
-        Err(error) => Err(into_app_error(error)),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -369,11 +352,7 @@ async fn decided(
     Ok(DecidedPage {
         layout: user.layout(),
         reference: quote.reference.clone(),
-        applicant_name: quote
-            .applicant_name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        applicant_name: quote.applicant(),
         outcome: last.title,
         detail: last.detail.clone(),
         next,

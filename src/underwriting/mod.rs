@@ -4,9 +4,11 @@
 pub mod decisions;
 pub mod queue;
 
+pub use decisions::quote_view;
+
 use axum::Router;
 
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -15,13 +15,13 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::db::{Backend, Conn, Db};
 use crate::eventstore::{BoxFuture, Projector, RecordedEvent};
 use crate::identity::Underwriter;
 use crate::on_backend;
 use crate::quoting::domain::{COUNTRIES, QuoteEvent, Status, countries::country_name};
-use crate::quoting::service::decode;
+use crate::state::AppState;
+
 use crate::web::{AppError, Layout};
 
 pub fn router() -> Router<AppState> {
@@ -183,7 +183,8 @@ impl Projector for ApprovalQueueProjection {
             for run in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
                 let mut change = Change::default();
                 for recorded in run {
-                    let event = decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                    let event =
+                        QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
                     change.add(&event, recorded);
                 }
                 change.write(conn.reborrow(), run[0].stream_id).await?;

@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::Layout;
+use crate::quoting::CommandError;
+use crate::quoting::domain::DomainError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -95,6 +97,40 @@ impl AppError {
             _ => ("Something went wrong", "Go back and try again."),
         };
         Self::refused(status, heading, message)
+    }
+}
+
+/// The heading of the page (or of the notice on a form) that says the quote moved
+/// on since the page was drawn.
+pub const STALE_HEADING: &str = "This quote changed while you were editing";
+
+/// A command that led to no events, as a page; handlers use `?`.
+impl From<CommandError> for AppError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Rejected(rule) => rule.into(),
+            CommandError::Stale { .. } => AppError::conflict(
+                STALE_HEADING,
+                "Someone else changed this quote after you opened the page. Nothing you sent was saved. Go back to the quote to see it as it is now.",
+            ),
+            CommandError::Corrupt(e) => AppError::Internal(e.into()),
+            CommandError::Store(e) => AppError::Internal(e.into()),
+        }
+    }
+}
+
+/// A rule that said no, in its own words: someone else's quote does not exist for
+/// an agent; a missing role or one's own quote is forbidden; the rest conflict with
+/// the quote's state.
+impl From<DomainError> for AppError {
+    fn from(rule: DomainError) -> Self {
+        match rule {
+            DomainError::QuoteNotFound | DomainError::NotTheQuotesAgent => AppError::not_found(),
+            DomainError::RoleRequired { .. } | DomainError::OwnQuote => {
+                AppError::forbidden(rule.to_string())
+            }
+            _ => AppError::conflict("That cannot be done to this quote", rule.to_string()),
+        }
     }
 }
 

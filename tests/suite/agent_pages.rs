@@ -1,6 +1,7 @@
 //! The agent's pages, black-box over HTTP, on both backends.
 
-use quoteline::quoting::domain::{Role, Status};
+use quoteline::kernel::Role;
+use quoteline::quoting::domain::Status;
 use quoteline::quoting::summary;
 use tokio::task::JoinSet;
 use uuid::Uuid;

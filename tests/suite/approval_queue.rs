@@ -8,12 +8,13 @@ use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use quoteline::AppState;
 use quoteline::db::{Backend, Db};
 use quoteline::eventstore::{AppendRequest, ExpectedVersion, GlobalPosition, Metadata, Projector};
+use quoteline::kernel::Envelope;
+use quoteline::kernel::{Actor, Role};
+use quoteline::quoting::CommandError;
 use quoteline::quoting::domain::{
-    Action, Actor, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText,
-    PersonName, QuoteEvent, Role, Status, fold,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
+    QuoteEvent, Status, fold,
 };
-use quoteline::quoting::service::{decode, encode};
-use quoteline::quoting::{CommandError, Envelope};
 use quoteline::underwriting::queue::{
     self, ApprovalQueueProjection, Cursor, QueueFilter, QueueRow, QueueSort,
 };
@@ -490,7 +491,10 @@ async fn the_queue_always_equals_a_fresh_fold_of_the_events(test_db: &TestDb) {
     let mut seen = BTreeMap::<&str, usize>::new();
     for &id in &quotes {
         let recorded = app.store.read_stream(id, 0).await.unwrap();
-        let events: Vec<QuoteEvent> = recorded.iter().map(|r| decode(r).unwrap()).collect();
+        let events: Vec<QuoteEvent> = recorded
+            .iter()
+            .map(|r| QuoteEvent::decode(r).unwrap())
+            .collect();
         for event in &events {
             *seen.entry(event.event_type()).or_default() += 1;
         }
@@ -609,7 +613,7 @@ async fn append_history(
             .append(AppendRequest {
                 stream_id: id,
                 expected: ExpectedVersion::from(version),
-                events: events.iter().map(encode).collect(),
+                events: events.iter().map(QuoteEvent::encode).collect(),
                 metadata: Metadata::new(actor, at),
             })
             .await

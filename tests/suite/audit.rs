@@ -9,14 +9,15 @@ use futures_util::StreamExt;
 use quoteline::AppState;
 use quoteline::db::Db;
 use quoteline::eventstore::{AppendRequest, ExpectedVersion, Metadata, Problem};
+use quoteline::kernel::Envelope;
+use quoteline::kernel::{Actor, Role};
 use quoteline::on_backend;
+use quoteline::quoting::answers_of;
 use quoteline::quoting::domain::{
-    Action, Actor, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText,
-    PersonName, Quote, QuoteEvent, Role, Status, evolve,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
+    Quote, QuoteEvent, Status, evolve,
 };
-use quoteline::quoting::pages::answers_of;
-use quoteline::quoting::service::{decode, encode};
-use quoteline::quoting::{Envelope, summary};
+use quoteline::quoting::summary;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -125,7 +126,7 @@ async fn long_quote(app: &AppState, reference: &str, events: usize) -> Uuid {
         .append(AppendRequest {
             stream_id: id,
             expected: ExpectedVersion::NoStream,
-            events: history.iter().map(encode).collect(),
+            events: history.iter().map(QuoteEvent::encode).collect(),
             metadata: Metadata::new("asha", Utc::now()),
         })
         .await
@@ -356,7 +357,7 @@ async fn as_of_shows_the_quote_exactly_as_its_first_n_events_fold(test_db: &Test
 
     let mut expected = Quote::default();
     for (n, recorded) in (1i64..).zip(&events) {
-        expected = evolve(expected, &decode(recorded).unwrap());
+        expected = evolve(expected, &QuoteEvent::decode(recorded).unwrap());
 
         let body = html_page(
             app.get(&format!("/quotes/{id}/timeline?as_of={n}")).await,

@@ -1,10 +1,12 @@
 //! Underwriters' decisions over HTTP, on both backends.
 
 use chrono::Utc;
+use quoteline::kernel::Envelope;
+use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
-    Action, Actor, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName, Role,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName,
 };
-use quoteline::quoting::{Envelope, summary};
+use quoteline::quoting::summary;
 use quoteline::underwriting::queue;
 use uuid::Uuid;
 

@@ -5,8 +5,8 @@ use axum::Router;
 use axum::routing::get;
 use chrono::{TimeDelta, Utc};
 use quoteline::identity::{self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor};
+use quoteline::kernel::Role;
 use quoteline::on_backend;
-use quoteline::quoting::domain::Role;
 
 use crate::support::{
     TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, session_cookie,
@@ -338,7 +338,7 @@ async fn app_with_guarded_pages(test_db: &TestDb) -> TestApp {
             .route("/timeline", get(timeline))
             .route("/whoami", get(whoami))
             .with_state(state);
-        quoteline::web::middleware::apply(Router::new().merge(routes), &sessions)
+        quoteline::app::middleware(Router::new().merge(routes), &sessions)
     })
     .await
 }

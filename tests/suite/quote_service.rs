@@ -4,11 +4,13 @@
 use chrono::Utc;
 use quoteline::AppState;
 use quoteline::eventstore::Appended;
+use quoteline::kernel::Envelope;
+use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
-    Action, Actor, Command, ContactDetails, DomainError, FamilyDetails, GeographicDetails,
-    PersonName, Role, Status,
+    Action, Command, ContactDetails, DomainError, FamilyDetails, GeographicDetails, PersonName,
+    Status,
 };
-use quoteline::quoting::{CommandError, Envelope, summary};
+use quoteline::quoting::{CommandError, summary};
 use uuid::Uuid;
 
 use crate::support::TestDb;

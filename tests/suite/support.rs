@@ -9,7 +9,7 @@ use std::io::Write;
 use std::str::FromStr;
 
 use quoteline::db::{Backend, Db};
-use quoteline::quoting::domain::Role;
+use quoteline::kernel::Role;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection};

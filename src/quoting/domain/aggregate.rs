@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::QuoteEvent;
 use super::sections::{ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName};
+use crate::kernel::{Actor, Role};
 
 /// Where a quote is in its life. Serialised as the variant name, which is also what
 /// the event store and projections hold.
@@ -97,71 +98,6 @@ impl FromStr for Status {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
-}
-
-/// What a signed-in person may do. One person can hold several roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Agent,
-    Underwriter,
-    Auditor,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Agent, Role::Underwriter, Role::Auditor, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agent => "agent",
-            Role::Underwriter => "underwriter",
-            Role::Auditor => "auditor",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{0}\" is not a role; use agent, underwriter, auditor or admin")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
-        Role::ALL
-            .into_iter()
-            .find(|role| role.as_str().eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| UnknownRole(s.to_owned()))
-    }
-}
-
-/// The person giving a command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    pub username: String,
-    pub roles: Vec<Role>,
-}
-
-impl Actor {
-    pub fn new(username: impl Into<String>, roles: impl IntoIterator<Item = Role>) -> Self {
-        Self {
-            username: username.into(),
-            roles: roles.into_iter().collect(),
-        }
-    }
-
-    pub fn has_role(&self, role: Role) -> bool {
-        self.roles.contains(&role)
     }
 }
 
@@ -398,116 +334,133 @@ fn role_with_article(role: Role) -> String {
     format!("an {}", role.as_str())
 }
 
-/// Decides which events `command` produces against `state`, or why it is refused.
-///
-/// Checks run in the order a person would ask: does the quote exist, may *you* do
-/// this, and may it be done *now*.
-pub fn decide(state: &Quote, command: &Command) -> Result<Vec<QuoteEvent>, DomainError> {
-    let actor = &command.actor;
-    let kind = command.action.kind();
-
-    let Some(status) = state.status else {
-        return match &command.action {
-            Action::Start {
-                reference,
-                applicant_name,
-            } => {
-                require_role(actor, Role::Agent, kind)?;
-                Ok(vec![QuoteEvent::QuoteStarted {
-                    reference: reference.clone(),
-                    applicant_name: applicant_name.clone(),
-                    agent: actor.username.clone(),
-                }])
-            }
-            _ => Err(DomainError::QuoteNotFound),
+impl Quote {
+    /// Whether `actor` may `action` this quote now, or the rule that says no. The
+    /// one statement of who may do what when: `decide` asks it before producing any
+    /// event, and pages ask it to choose which actions to offer.
+    ///
+    /// Checks run in the order a person would ask: does the quote exist, may *you*
+    /// do this, and may it be done *now*.
+    pub fn permits(&self, actor: &Actor, action: ActionKind) -> Result<(), DomainError> {
+        let Some(status) = self.status else {
+            return match action {
+                ActionKind::Start => require_role(actor, Role::Agent, action),
+                _ => Err(DomainError::QuoteNotFound),
+            };
         };
-    };
-
-    match &command.action {
-        Action::Start { .. } => {
-            require_role(actor, Role::Agent, kind)?;
-            Err(DomainError::AlreadyStarted)
+        let not_now = || DomainError::NotPermitted { action, status };
+        match action {
+            ActionKind::Start => {
+                require_role(actor, Role::Agent, action)?;
+                Err(DomainError::AlreadyStarted)
+            }
+            // Sections can be changed until the quote is submitted.
+            ActionKind::ProvideGeographic
+            | ActionKind::ProvideContact
+            | ActionKind::ProvideFamily => {
+                require_agent(self, actor)?;
+                match status {
+                    Status::Initiated | Status::Saved => Ok(()),
+                    _ => Err(not_now()),
+                }
+            }
+            ActionKind::Finalize => {
+                require_agent(self, actor)?;
+                if !matches!(status, Status::Initiated | Status::Saved) {
+                    return Err(not_now());
+                }
+                let missing = self.missing_sections();
+                if !missing.is_empty() {
+                    return Err(DomainError::SectionsIncomplete { missing });
+                }
+                match status {
+                    Status::Saved => Ok(()),
+                    _ => Err(not_now()),
+                }
+            }
+            // Holding both roles does not let an underwriter decide a quote they
+            // started: that is the point of underwriting.
+            ActionKind::Approve | ActionKind::Reject | ActionKind::ReferBack => {
+                require_role(actor, Role::Underwriter, action)?;
+                if self.is_agent(actor) {
+                    return Err(DomainError::OwnQuote);
+                }
+                match status {
+                    Status::Finalized => Ok(()),
+                    _ => Err(not_now()),
+                }
+            }
+            ActionKind::Withdraw => {
+                require_agent(self, actor)?;
+                match status.is_final() {
+                    true => Err(not_now()),
+                    false => Ok(()),
+                }
+            }
         }
-        Action::ProvideGeographic(details) => provide_section(
-            state,
-            actor,
-            kind,
+    }
+}
+
+/// Decides which events `command` produces against `state`, or why it is refused.
+pub fn decide(state: &Quote, command: &Command) -> Result<Vec<QuoteEvent>, DomainError> {
+    state.permits(&command.actor, command.action.kind())?;
+    let status = state.status;
+    let events = match &command.action {
+        Action::Start {
+            reference,
+            applicant_name,
+        } => vec![QuoteEvent::QuoteStarted {
+            reference: reference.clone(),
+            applicant_name: applicant_name.clone(),
+            agent: command.actor.username.clone(),
+        }],
+        Action::ProvideGeographic(details) => with_first_save(
             status,
             QuoteEvent::GeographicDetailsProvided(details.clone()),
         ),
-        Action::ProvideContact(details) => provide_section(
-            state,
-            actor,
-            kind,
-            status,
-            QuoteEvent::ContactDetailsProvided(details.clone()),
-        ),
-        Action::ProvideFamily(details) => provide_section(
-            state,
-            actor,
-            kind,
-            status,
-            QuoteEvent::FamilyDetailsProvided(details.clone()),
-        ),
-        Action::Finalize => {
-            require_agent(state, actor)?;
-            if !matches!(status, Status::Initiated | Status::Saved) {
-                return Err(DomainError::NotPermitted {
-                    action: kind,
-                    status,
-                });
-            }
-            let missing = state.missing_sections();
-            if !missing.is_empty() {
-                return Err(DomainError::SectionsIncomplete { missing });
-            }
-            if status != Status::Saved {
-                return Err(DomainError::NotPermitted {
-                    action: kind,
-                    status,
-                });
-            }
-            Ok(vec![QuoteEvent::QuoteFinalized {
-                from: Status::Saved,
-                to: Status::Finalized,
-            }])
+        Action::ProvideContact(details) => {
+            with_first_save(status, QuoteEvent::ContactDetailsProvided(details.clone()))
         }
-        Action::Approve => {
-            check_decision(state, actor, kind, status)?;
-            Ok(vec![QuoteEvent::QuoteApproved {
-                from: Status::Finalized,
-                to: Status::Approved,
-            }])
+        Action::ProvideFamily(details) => {
+            with_first_save(status, QuoteEvent::FamilyDetailsProvided(details.clone()))
         }
-        Action::Reject { reason } => {
-            check_decision(state, actor, kind, status)?;
-            Ok(vec![QuoteEvent::QuoteRejected {
-                reason: reason.clone(),
-                from: Status::Finalized,
-                to: Status::Rejected,
-            }])
-        }
-        Action::ReferBack { note } => {
-            check_decision(state, actor, kind, status)?;
-            Ok(vec![QuoteEvent::QuoteReferredBack {
-                note: note.clone(),
-                from: Status::Finalized,
+        Action::Finalize => vec![QuoteEvent::QuoteFinalized {
+            from: Status::Saved,
+            to: Status::Finalized,
+        }],
+        Action::Approve => vec![QuoteEvent::QuoteApproved {
+            from: Status::Finalized,
+            to: Status::Approved,
+        }],
+        Action::Reject { reason } => vec![QuoteEvent::QuoteRejected {
+            reason: reason.clone(),
+            from: Status::Finalized,
+            to: Status::Rejected,
+        }],
+        Action::ReferBack { note } => vec![QuoteEvent::QuoteReferredBack {
+            note: note.clone(),
+            from: Status::Finalized,
+            to: Status::Saved,
+        }],
+        Action::Withdraw => vec![QuoteEvent::QuoteWithdrawn {
+            from: status.expect("permits refuses a quote that was never started"),
+            to: Status::Withdrawn,
+        }],
+    };
+    Ok(events)
+}
+
+/// A section's event; the first section also saves the quote.
+fn with_first_save(status: Option<Status>, event: QuoteEvent) -> Vec<QuoteEvent> {
+    match status {
+        Some(Status::Initiated) => vec![
+            event,
+            QuoteEvent::QuoteSaved {
+                from: Status::Initiated,
                 to: Status::Saved,
-            }])
-        }
-        Action::Withdraw => {
-            require_agent(state, actor)?;
-            if status.is_final() {
-                return Err(DomainError::NotPermitted {
-                    action: kind,
-                    status,
-                });
-            }
-            Ok(vec![QuoteEvent::QuoteWithdrawn {
-                from: status,
-                to: Status::Withdrawn,
-            }])
-        }
+            },
+        ],
+        _ => vec![event],
     }
 }
 
@@ -524,47 +477,6 @@ fn require_agent(state: &Quote, actor: &Actor) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::NotTheQuotesAgent)
-    }
-}
-
-/// Sections can be changed until the quote is submitted; the first one saves it.
-fn provide_section(
-    state: &Quote,
-    actor: &Actor,
-    action: ActionKind,
-    status: Status,
-    event: QuoteEvent,
-) -> Result<Vec<QuoteEvent>, DomainError> {
-    require_agent(state, actor)?;
-    match status {
-        Status::Initiated => Ok(vec![
-            event,
-            QuoteEvent::QuoteSaved {
-                from: Status::Initiated,
-                to: Status::Saved,
-            },
-        ]),
-        Status::Saved => Ok(vec![event]),
-        _ => Err(DomainError::NotPermitted { action, status }),
-    }
-}
-
-/// The checks shared by approve, reject and refer back. Holding both roles does not
-/// let an underwriter decide a quote they started: that is the point of underwriting.
-fn check_decision(
-    state: &Quote,
-    actor: &Actor,
-    action: ActionKind,
-    status: Status,
-) -> Result<(), DomainError> {
-    require_role(actor, Role::Underwriter, action)?;
-    if state.is_agent(actor) {
-        return Err(DomainError::OwnQuote);
-    }
-    if status == Status::Finalized {
-        Ok(())
-    } else {
-        Err(DomainError::NotPermitted { action, status })
     }
 }
 

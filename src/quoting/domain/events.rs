@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::Status;
 use super::sections::{ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName};
+use crate::eventstore::{NewEvent, RecordedEvent};
+use crate::kernel::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -54,25 +56,124 @@ pub enum QuoteEvent {
     },
 }
 
+/// The kinds of quote event, without their data: what the audit log filters by and
+/// what code that cares about *which* event happened matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    QuoteStarted,
+    GeographicDetailsProvided,
+    ContactDetailsProvided,
+    FamilyDetailsProvided,
+    QuoteSaved,
+    QuoteFinalized,
+    QuoteApproved,
+    QuoteRejected,
+    QuoteReferredBack,
+    QuoteWithdrawn,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::QuoteStarted,
+        EventKind::GeographicDetailsProvided,
+        EventKind::ContactDetailsProvided,
+        EventKind::FamilyDetailsProvided,
+        EventKind::QuoteSaved,
+        EventKind::QuoteFinalized,
+        EventKind::QuoteApproved,
+        EventKind::QuoteRejected,
+        EventKind::QuoteReferredBack,
+        EventKind::QuoteWithdrawn,
+    ];
+
+    /// The stored `event_type`: the variant's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::QuoteStarted => "QuoteStarted",
+            EventKind::GeographicDetailsProvided => "GeographicDetailsProvided",
+            EventKind::ContactDetailsProvided => "ContactDetailsProvided",
+            EventKind::FamilyDetailsProvided => "FamilyDetailsProvided",
+            EventKind::QuoteSaved => "QuoteSaved",
+            EventKind::QuoteFinalized => "QuoteFinalized",
+            EventKind::QuoteApproved => "QuoteApproved",
+            EventKind::QuoteRejected => "QuoteRejected",
+            EventKind::QuoteReferredBack => "QuoteReferredBack",
+            EventKind::QuoteWithdrawn => "QuoteWithdrawn",
+        }
+    }
+
+    /// What happened, in the words shown on the timeline and the audit log.
+    pub fn title(self) -> &'static str {
+        match self {
+            EventKind::QuoteStarted => "Quote started",
+            EventKind::GeographicDetailsProvided => "Geographic details provided",
+            EventKind::ContactDetailsProvided => "Contact details provided",
+            EventKind::FamilyDetailsProvided => "Family details provided",
+            EventKind::QuoteSaved => "Quote saved",
+            EventKind::QuoteFinalized => "Quote submitted for approval",
+            EventKind::QuoteApproved => "Quote approved",
+            EventKind::QuoteRejected => "Quote rejected",
+            EventKind::QuoteReferredBack => "Quote referred back to the agent",
+            EventKind::QuoteWithdrawn => "Quote withdrawn",
+        }
+    }
+
+    /// An underwriter's decision: the events that take a quote out of the queue by
+    /// someone other than its agent.
+    pub fn is_decision(self) -> bool {
+        matches!(
+            self,
+            EventKind::QuoteApproved | EventKind::QuoteRejected | EventKind::QuoteReferredBack
+        )
+    }
+
+    /// The role the actor of such an event acted in. The domain lets only
+    /// underwriters decide and only the quote's agent do everything else, so the
+    /// event itself says which role was used.
+    pub fn acting_role(self) -> Role {
+        if self.is_decision() {
+            Role::Underwriter
+        } else {
+            Role::Agent
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or(())
+    }
+}
+
 impl QuoteEvent {
     /// Version of the payload shapes below. Bump it (and teach `from_stored` to read
     /// the old version) whenever a payload changes in a way old readers cannot follow.
     pub const SCHEMA_VERSION: i32 = 1;
 
+    /// Which kind of event this is, without its data.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            QuoteEvent::QuoteStarted { .. } => EventKind::QuoteStarted,
+            QuoteEvent::GeographicDetailsProvided(_) => EventKind::GeographicDetailsProvided,
+            QuoteEvent::ContactDetailsProvided(_) => EventKind::ContactDetailsProvided,
+            QuoteEvent::FamilyDetailsProvided(_) => EventKind::FamilyDetailsProvided,
+            QuoteEvent::QuoteSaved { .. } => EventKind::QuoteSaved,
+            QuoteEvent::QuoteFinalized { .. } => EventKind::QuoteFinalized,
+            QuoteEvent::QuoteApproved { .. } => EventKind::QuoteApproved,
+            QuoteEvent::QuoteRejected { .. } => EventKind::QuoteRejected,
+            QuoteEvent::QuoteReferredBack { .. } => EventKind::QuoteReferredBack,
+            QuoteEvent::QuoteWithdrawn { .. } => EventKind::QuoteWithdrawn,
+        }
+    }
+
     /// The variant name, stored as the row's `event_type`.
     pub fn event_type(&self) -> &'static str {
-        match self {
-            QuoteEvent::QuoteStarted { .. } => "QuoteStarted",
-            QuoteEvent::GeographicDetailsProvided(_) => "GeographicDetailsProvided",
-            QuoteEvent::ContactDetailsProvided(_) => "ContactDetailsProvided",
-            QuoteEvent::FamilyDetailsProvided(_) => "FamilyDetailsProvided",
-            QuoteEvent::QuoteSaved { .. } => "QuoteSaved",
-            QuoteEvent::QuoteFinalized { .. } => "QuoteFinalized",
-            QuoteEvent::QuoteApproved { .. } => "QuoteApproved",
-            QuoteEvent::QuoteRejected { .. } => "QuoteRejected",
-            QuoteEvent::QuoteReferredBack { .. } => "QuoteReferredBack",
-            QuoteEvent::QuoteWithdrawn { .. } => "QuoteWithdrawn",
-        }
+        self.kind().as_str()
     }
 
     /// The event's data without its type tag, stored as the row's `payload`.
@@ -105,18 +206,35 @@ impl QuoteEvent {
 
     /// What happened, in the words shown on the timeline.
     pub fn title(&self) -> &'static str {
+        self.kind().title()
+    }
+
+    /// The reason for a rejection or the note of a referral: the words an
+    /// underwriter wrote with their decision.
+    pub fn decision_text(&self) -> Option<&NonEmptyText> {
         match self {
-            QuoteEvent::QuoteStarted { .. } => "Quote started",
-            QuoteEvent::GeographicDetailsProvided(_) => "Geographic details provided",
-            QuoteEvent::ContactDetailsProvided(_) => "Contact details provided",
-            QuoteEvent::FamilyDetailsProvided(_) => "Family details provided",
-            QuoteEvent::QuoteSaved { .. } => "Quote saved",
-            QuoteEvent::QuoteFinalized { .. } => "Quote submitted for approval",
-            QuoteEvent::QuoteApproved { .. } => "Quote approved",
-            QuoteEvent::QuoteRejected { .. } => "Quote rejected",
-            QuoteEvent::QuoteReferredBack { .. } => "Quote referred back to the agent",
-            QuoteEvent::QuoteWithdrawn { .. } => "Quote withdrawn",
+            QuoteEvent::QuoteRejected { reason, .. } => Some(reason),
+            QuoteEvent::QuoteReferredBack { note, .. } => Some(note),
+            _ => None,
         }
+    }
+
+    /// The event as the store keeps it: type, schema version and payload.
+    pub fn encode(&self) -> NewEvent {
+        NewEvent {
+            event_type: self.event_type().to_owned(),
+            schema_version: Self::SCHEMA_VERSION,
+            payload: self.to_payload(),
+        }
+    }
+
+    /// The event a stored row holds. Every reader of quote events goes through here.
+    pub fn decode(recorded: &RecordedEvent) -> Result<Self, serde_json::Error> {
+        Self::from_stored(
+            &recorded.event_type,
+            recorded.schema_version,
+            recorded.payload.clone(),
+        )
     }
 
     /// The status before and after, for events that change it. Starting a quote

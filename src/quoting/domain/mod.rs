@@ -4,15 +4,16 @@
 pub mod aggregate;
 pub mod countries;
 pub mod events;
+pub mod fields;
 pub mod sections;
 
 pub use aggregate::{
-    Action, ActionKind, Actor, Command, DomainError, Quote, Role, Status, UnknownRole,
-    UnknownStatus, decide, evolve, fold,
+    Action, ActionKind, Command, DomainError, Quote, Status, UnknownStatus, decide, evolve, fold,
 };
 pub use countries::COUNTRIES;
-pub use events::QuoteEvent;
+pub use events::{EventKind, QuoteEvent};
+pub use fields::{Field, Invalid, InvalidFields};
 pub use sections::{
-    City, ContactDetails, CountryCode, Email, FamilyDetails, FieldError, FieldErrors,
-    GeographicDetails, NonEmptyText, PersonName, PhoneNumber, PostalCode, Region,
+    City, ContactDetails, CountryCode, Email, FamilyDetails, GeographicDetails, NonEmptyText,
+    PersonName, PhoneNumber, PostalCode, Region,
 };

@@ -10,54 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::countries::{self, COUNTRIES};
-
-/// One problem with one form field, keyed by the field's HTML `name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-/// Every problem found in one submitted section, in form order, so a page can show an
-/// error summary and each message beside its field in a single round trip.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldErrors(pub Vec<FieldError>);
-
-impl FieldErrors {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The first message for `field`, for showing beside that input.
-    pub fn message_for(&self, field: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|error| error.field == field)
-            .map(|error| error.message.as_str())
-    }
-
-    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn record<T>(&mut self, field: &str, result: &Result<T, String>) {
-        if let Err(message) = result {
-            self.push(field, message.clone());
-        }
-    }
-}
-
-impl fmt::Display for FieldErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let messages: Vec<&str> = self.0.iter().map(|e| e.message.as_str()).collect();
-        f.write_str(&messages.join("; "))
-    }
-}
-
-impl std::error::Error for FieldErrors {}
+use super::fields::{Field, InvalidFields};
 
 /// Implements the accessors every string newtype shares.
 macro_rules! string_newtype {
@@ -502,7 +455,7 @@ impl GeographicDetails {
         region: &str,
         city: &str,
         postal_code: &str,
-    ) -> Result<Self, FieldErrors> {
+    ) -> Result<Self, InvalidFields> {
         let country = CountryCode::parse(country);
         let postal_code = match &country {
             Ok(country) => PostalCode::parse(country, postal_code),
@@ -519,11 +472,11 @@ impl GeographicDetails {
                 postal_code,
             }),
             (country, region, city, postal_code) => {
-                let mut errors = FieldErrors::default();
-                errors.record("country", &country);
-                errors.record("region", &region);
-                errors.record("city", &city);
-                errors.record("postal_code", &postal_code);
+                let mut errors = InvalidFields::default();
+                errors.record(Field::Country, &country);
+                errors.record(Field::Region, &region);
+                errors.record(Field::City, &city);
+                errors.record(Field::PostalCode, &postal_code);
                 Err(errors)
             }
         }
@@ -554,13 +507,13 @@ pub struct ContactDetails {
 }
 
 impl ContactDetails {
-    pub fn parse(email: &str, phone: &str) -> Result<Self, FieldErrors> {
+    pub fn parse(email: &str, phone: &str) -> Result<Self, InvalidFields> {
         match (Email::parse(email), PhoneNumber::parse(phone)) {
             (Ok(email), Ok(phone)) => Ok(Self { email, phone }),
             (email, phone) => {
-                let mut errors = FieldErrors::default();
-                errors.record("email", &email);
-                errors.record("phone", &phone);
+                let mut errors = InvalidFields::default();
+                errors.record(Field::Email, &email);
+                errors.record(Field::Phone, &phone);
                 Err(errors)
             }
         }
@@ -595,18 +548,18 @@ impl FamilyDetails {
         dependents: &str,
         spouse_name: &str,
         children: &[String],
-    ) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::default();
+    ) -> Result<Self, InvalidFields> {
+        let mut errors = InvalidFields::default();
 
         let dependents = parse_dependents(dependents);
-        errors.record("dependents", &dependents);
+        errors.record(Field::Dependents, &dependents);
 
         let spouse_name = if spouse_name.trim().is_empty() {
             None
         } else {
             let parsed =
                 PersonName::parse_as(spouse_name, "Spouse name", "Enter the spouse's name");
-            errors.record("spouse_name", &parsed);
+            errors.record(Field::SpouseName, &parsed);
             parsed.ok()
         };
 
@@ -619,13 +572,13 @@ impl FamilyDetails {
         for (index, raw) in &listed {
             match PersonName::parse_as(raw, "Child name", "Enter the child's name") {
                 Ok(name) => child_names.push(name),
-                Err(message) => errors.push(format!("children-{index}"), message),
+                Err(message) => errors.push(Field::Child(*index), message),
             }
         }
 
         if listed.len() > Self::MAX_CHILDREN {
             errors.push(
-                "children",
+                Field::Children,
                 format!("You can list up to {} children", Self::MAX_CHILDREN),
             );
         } else if let Ok(count) = dependents
@@ -636,7 +589,7 @@ impl FamilyDetails {
                 n => format!("the {n} children"),
             };
             errors.push(
-                "dependents",
+                Field::Dependents,
                 format!("Number of dependents cannot be fewer than {children} listed"),
             );
         }
@@ -687,6 +640,7 @@ fn parse_dependents(input: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quoting::domain::fields::Invalid;
 
     fn country(code: &str) -> CountryCode {
         CountryCode::parse(code).unwrap()
@@ -1066,21 +1020,21 @@ mod tests {
         let errors = GeographicDetails::parse("", " ", "", "").unwrap_err();
         assert_eq!(
             errors,
-            FieldErrors(vec![
-                FieldError {
-                    field: "country".into(),
+            InvalidFields(vec![
+                Invalid {
+                    field: Field::Country,
                     message: "Select a country".into()
                 },
-                FieldError {
-                    field: "region".into(),
+                Invalid {
+                    field: Field::Region,
                     message: "Enter a state or region".into()
                 },
-                FieldError {
-                    field: "city".into(),
+                Invalid {
+                    field: Field::City,
                     message: "Enter a city".into()
                 },
-                FieldError {
-                    field: "postal_code".into(),
+                Invalid {
+                    field: Field::PostalCode,
                     message: "Enter a postal code".into()
                 },
             ])
@@ -1093,10 +1047,10 @@ mod tests {
             GeographicDetails::parse("US", "California", "San Francisco", "400001").unwrap_err();
         assert_eq!(errors.0.len(), 1);
         assert_eq!(
-            errors.message_for("postal_code"),
+            errors.message_for(Field::PostalCode),
             Some("Enter a ZIP code of 5 or 9 digits, like 94105 or 94105-1234")
         );
-        assert_eq!(errors.message_for("country"), None);
+        assert_eq!(errors.message_for(Field::Country), None);
     }
 
     #[test]
@@ -1107,11 +1061,11 @@ mod tests {
 
         let errors = ContactDetails::parse("asha", "98765 43210").unwrap_err();
         assert_eq!(
-            errors.message_for("email"),
+            errors.message_for(Field::Email),
             Some("Enter an email address in the correct format, like name@example.com")
         );
         assert_eq!(
-            errors.message_for("phone"),
+            errors.message_for(Field::Phone),
             Some("Enter a phone number with its country code, like +91 98765 43210")
         );
     }
@@ -1138,7 +1092,7 @@ mod tests {
         let message_for = |input: &str| {
             FamilyDetails::parse(input, "", &[])
                 .unwrap_err()
-                .message_for("dependents")
+                .message_for(Field::Dependents)
                 .map(str::to_owned)
         };
         assert_eq!(
@@ -1166,14 +1120,14 @@ mod tests {
         let errors = FamilyDetails::parse("2", "", &children(&["A", "B", "C"])).unwrap_err();
         assert_eq!(
             errors,
-            FieldErrors(vec![FieldError {
-                field: "dependents".into(),
+            InvalidFields(vec![Invalid {
+                field: Field::Dependents,
                 message: "Number of dependents cannot be fewer than the 3 children listed".into(),
             }])
         );
         let errors = FamilyDetails::parse("0", "", &children(&["A"])).unwrap_err();
         assert_eq!(
-            errors.message_for("dependents"),
+            errors.message_for(Field::Dependents),
             Some("Number of dependents cannot be fewer than the 1 child listed")
         );
     }
@@ -1185,15 +1139,15 @@ mod tests {
             FamilyDetails::parse("3", "Asha\nRao", &children(&["Ravi", "", &long])).unwrap_err();
         assert_eq!(
             errors,
-            FieldErrors(vec![
-                FieldError {
-                    field: "spouse_name".into(),
+            InvalidFields(vec![
+                Invalid {
+                    field: Field::SpouseName,
                     message:
                         "Spouse name must not contain tabs, line breaks or other control characters"
                             .into(),
                 },
-                FieldError {
-                    field: "children-2".into(),
+                Invalid {
+                    field: Field::Child(2),
                     message: "Child name must be 100 characters or fewer".into(),
                 },
             ])
@@ -1206,8 +1160,8 @@ mod tests {
         let errors = FamilyDetails::parse("20", "", &many).unwrap_err();
         assert_eq!(
             errors,
-            FieldErrors(vec![FieldError {
-                field: "children".into(),
+            InvalidFields(vec![Invalid {
+                field: Field::Children,
                 message: "You can list up to 20 children".into(),
             }])
         );

@@ -1,0 +1,131 @@
+//! The application assembled: every context's router merged, the one page that
+//! belongs to several contexts dispatched, and the middleware stack. The only
+//! module that knows every context.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode, header};
+use axum::middleware::{from_fn, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::identity::{AgentUnderwriterOrAuditor, Sessions, csrf};
+use crate::kernel::Role;
+use crate::state::AppState;
+use crate::web::middleware::{
+    BODY_LIMIT, REQUEST_ID, REQUEST_TIMEOUT, html_error_pages, security_headers,
+};
+use crate::web::{AppError, QuoteId};
+use crate::{audit, identity, on_backend, quoting, underwriting};
+
+pub fn router(state: AppState) -> Router {
+    let sessions = state.sessions.clone();
+    let routes = Router::new()
+        .merge(identity::router())
+        .merge(quoting::router())
+        .merge(underwriting::router())
+        .merge(audit::router())
+        .route("/quotes/{id}", get(quote_page))
+        .route("/healthz", get(healthz))
+        .route("/static/style.css", get(stylesheet))
+        .route("/static/favicon.svg", get(favicon))
+        .fallback(|| async { AppError::not_found() })
+        .with_state(state);
+    middleware(routes, &sessions)
+}
+
+/// `GET /quotes/{id}`, which three roles share: the quote's own agent gets the task
+/// list to work on it; underwriters and auditors read it whole, with its history
+/// and (for an underwriter who may) the decisions; any other agent finds nothing.
+async fn quote_page(
+    State(state): State<AppState>,
+    AgentUnderwriterOrAuditor(user): AgentUnderwriterOrAuditor,
+    QuoteId(id): QuoteId,
+) -> Result<Response, AppError> {
+    let quote = state
+        .quotes
+        .load(id, None)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if quote.agent == user.username && user.has_role(Role::Agent) {
+        quoting::task_list(&user, id, &quote)
+    } else if user.has_role(Role::Underwriter) || user.has_role(Role::Auditor) {
+        underwriting::quote_view(&state, &user, id).await
+    } else {
+        Err(AppError::not_found())
+    }
+}
+
+/// The middleware stack, read top to bottom: the first layer listed is the first to
+/// see a request.
+pub fn middleware(router: Router, sessions: &Sessions) -> Router {
+    // Innermost, next to the handlers: the form's CSRF token is checked against the
+    // session, which the session layer loads; requests a browser marks as cross-site
+    // are refused before either is touched.
+    let router = sessions.layer(router.layer(from_fn(csrf::verify_form_token)));
+    let router = router.layer(csrf::cross_origin_layer());
+
+    // Layers that make their own error responses sit inside `html_error_pages`, so
+    // those responses get our page too. Each `layer` call wraps the ones before it.
+    let inner = router
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked");
+            AppError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }))
+        .layer(map_response(html_error_pages));
+    security_headers(inner).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CompressionLayer::new()),
+    )
+}
+
+/// Liveness: the process answers and its database does too.
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    on_backend!(&state.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+    Ok("ok")
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../static/style.css"),
+    )
+}
+
+async fn favicon() -> impl IntoResponse {
+    static_file("image/svg+xml", include_str!("../static/favicon.svg"))
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,112 @@
+//! What a quote shows: its answers as labelled values, section by section. Quoting's
+//! public read API for every page that displays a quote (check your answers, the
+//! underwriter's view, the quote as it stood after an event) and for the timeline's
+//! field-by-field changes, so each field is named and formatted once.
+
+use super::domain::{Field, Quote};
+
+/// One answer as a page shows it.
+pub struct AnswerRow {
+    pub field: Field,
+    pub label: &'static str,
+    pub value: String,
+}
+
+/// One section's answers. `slug` is the section's page ("" for the applicant, who
+/// has no page of their own).
+pub struct AnswerSection {
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub rows: Vec<AnswerRow>,
+}
+
+impl Quote {
+    /// The value of one single-valued answer as pages show it, or `None` when it
+    /// has not been given (or, for a spouse, when there is none).
+    pub fn answer(&self, field: Field) -> Option<String> {
+        let geographic = self.geographic.as_ref();
+        let contact = self.contact.as_ref();
+        let family = self.family.as_ref();
+        match field {
+            Field::ApplicantName => self.applicant_name.as_ref().map(|n| n.to_string()),
+            Field::Country => geographic.map(|g| g.country().name().to_owned()),
+            Field::Region => geographic.map(|g| g.region().to_string()),
+            Field::City => geographic.map(|g| g.city().to_string()),
+            Field::PostalCode => geographic.map(|g| g.postal_code().to_string()),
+            Field::Email => contact.map(|c| c.email().to_string()),
+            Field::Phone => contact.map(|c| c.phone().to_string()),
+            Field::Dependents => family.map(|f| f.dependents().to_string()),
+            Field::SpouseName => family.and_then(|f| f.spouse_name()).map(|s| s.to_string()),
+            Field::Children => family.map(|_| self.children().join("\n")),
+            Field::Child(index) => self.children().get(index).cloned(),
+        }
+    }
+
+    /// The children's names, in the order listed.
+    pub fn children(&self) -> Vec<String> {
+        self.family
+            .as_ref()
+            .map(|f| f.children().iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The applicant's name, or nothing for a quote not started.
+    pub fn applicant(&self) -> String {
+        self.answer(Field::ApplicantName).unwrap_or_default()
+    }
+}
+
+/// The quote's answers, the applicant first and then each section given so far.
+pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
+    let rows = |fields: &[Field], absent: &str| -> Vec<AnswerRow> {
+        fields
+            .iter()
+            .map(|&field| AnswerRow {
+                field,
+                label: field.label(),
+                value: quote
+                    .answer(field)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| absent.to_owned()),
+            })
+            .collect()
+    };
+    let mut sections = vec![AnswerSection {
+        slug: "",
+        title: "Applicant",
+        rows: rows(&[Field::ApplicantName], "Not given"),
+    }];
+    if quote.geographic.is_some() {
+        sections.push(AnswerSection {
+            slug: "geographic",
+            title: "Geographic details",
+            rows: rows(
+                &[
+                    Field::Country,
+                    Field::Region,
+                    Field::City,
+                    Field::PostalCode,
+                ],
+                "Not given",
+            ),
+        });
+    }
+    if quote.contact.is_some() {
+        sections.push(AnswerSection {
+            slug: "contact",
+            title: "Contact details",
+            rows: rows(&[Field::Email, Field::Phone], "Not given"),
+        });
+    }
+    if quote.family.is_some() {
+        sections.push(AnswerSection {
+            slug: "family",
+            title: "Family details",
+            rows: rows(
+                &[Field::Dependents, Field::SpouseName, Field::Children],
+                "None",
+            ),
+        });
+    }
+    sections
+}

@@ -1,0 +1,293 @@
+//! The three section forms: how each reads a quote's answers into its inputs, parses
+//! what was sent into the section's value objects, names its inputs, and draws its
+//! page. The handlers in `pages` are written once for all three.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
+
+use super::domain::{
+    Action, COUNTRIES, ContactDetails, FamilyDetails, Field, GeographicDetails, InvalidFields,
+    Quote,
+};
+use crate::web::{AppError, FieldErrors, Layout};
+
+/// The HTML `name` (and `id`) of the input for `field`. Children share the name
+/// `children`; each child's input has the id `children-{index}`, which is where
+/// its error is shown and where the error summary links.
+pub fn input_name(field: Field) -> String {
+    match field {
+        Field::ApplicantName => "applicant_name".into(),
+        Field::Country => "country".into(),
+        Field::Region => "region".into(),
+        Field::City => "city".into(),
+        Field::PostalCode => "postal_code".into(),
+        Field::Email => "email".into(),
+        Field::Phone => "phone".into(),
+        Field::Dependents => "dependents".into(),
+        Field::SpouseName => "spouse_name".into(),
+        Field::Children => "children".into(),
+        Field::Child(index) => format!("children-{index}"),
+    }
+}
+
+/// The domain's complaints, keyed by the inputs they are about.
+pub fn field_errors(invalid: InvalidFields) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    for problem in invalid.0 {
+        errors.push(input_name(problem.field), problem.message);
+    }
+    errors
+}
+
+/// What a section page needs besides its own answers.
+pub struct FormContext {
+    pub layout: Layout,
+    pub quote_id: Uuid,
+    pub reference: String,
+    pub version: i64,
+    pub idempotency_key: String,
+    pub errors: FieldErrors,
+    pub notice: Option<&'static str>,
+}
+
+/// One section's form: how it reads its answers, and how its page is drawn.
+pub trait SectionForm: for<'de> Deserialize<'de> + Send + 'static {
+    /// The section's page under `/quotes/{id}/`.
+    const SLUG: &'static str;
+
+    fn from_quote(quote: &Quote) -> Self;
+    fn parse(&self) -> Result<Action, InvalidFields>;
+    fn render(self, context: FormContext) -> Response;
+
+    /// A button that changes the form without saving it ("Add another child"):
+    /// `Ok(true)` when `button` was one, and the form is to be drawn again.
+    fn edit(&mut self, button: &str) -> Result<bool, AppError> {
+        let _ = button;
+        Ok(false)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GeographicForm {
+    #[serde(default)]
+    country: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    postal_code: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quoting/geographic.html")]
+struct GeographicPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    version: i64,
+    idempotency_key: String,
+    errors: FieldErrors,
+    notice: Option<&'static str>,
+    form: GeographicForm,
+    countries: &'static [(&'static str, &'static str)],
+}
+
+impl SectionForm for GeographicForm {
+    const SLUG: &'static str = "geographic";
+
+    fn from_quote(quote: &Quote) -> Self {
+        quote
+            .geographic
+            .as_ref()
+            .map_or_else(Self::default, |g| GeographicForm {
+                country: g.country().as_str().to_owned(),
+                region: g.region().as_str().to_owned(),
+                city: g.city().as_str().to_owned(),
+                postal_code: g.postal_code().as_str().to_owned(),
+            })
+    }
+
+    fn parse(&self) -> Result<Action, InvalidFields> {
+        GeographicDetails::parse(&self.country, &self.region, &self.city, &self.postal_code)
+            .map(Action::ProvideGeographic)
+    }
+
+    fn render(self, c: FormContext) -> Response {
+        GeographicPage {
+            layout: c.layout,
+            quote_id: c.quote_id,
+            reference: c.reference,
+            version: c.version,
+            idempotency_key: c.idempotency_key,
+            errors: c.errors,
+            notice: c.notice,
+            form: self,
+            countries: COUNTRIES,
+        }
+        .into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ContactForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    phone: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quoting/contact.html")]
+struct ContactPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    version: i64,
+    idempotency_key: String,
+    errors: FieldErrors,
+    notice: Option<&'static str>,
+    form: ContactForm,
+}
+
+impl SectionForm for ContactForm {
+    const SLUG: &'static str = "contact";
+
+    fn from_quote(quote: &Quote) -> Self {
+        quote
+            .contact
+            .as_ref()
+            .map_or_else(Self::default, |c| ContactForm {
+                email: c.email().as_str().to_owned(),
+                phone: c.phone().as_str().to_owned(),
+            })
+    }
+
+    fn parse(&self) -> Result<Action, InvalidFields> {
+        ContactDetails::parse(&self.email, &self.phone).map(Action::ProvideContact)
+    }
+
+    fn render(self, c: FormContext) -> Response {
+        ContactPage {
+            layout: c.layout,
+            quote_id: c.quote_id,
+            reference: c.reference,
+            version: c.version,
+            idempotency_key: c.idempotency_key,
+            errors: c.errors,
+            notice: c.notice,
+            form: self,
+        }
+        .into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FamilyForm {
+    #[serde(default)]
+    dependents: String,
+    #[serde(default)]
+    spouse_name: String,
+    #[serde(default, deserialize_with = "one_or_many")]
+    children: Vec<String>,
+}
+
+/// A repeated input sent once arrives as one value, not a list of one, when the
+/// form is read through a flattened struct.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(value) => vec![value],
+        OneOrMany::Many(values) => values,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quoting/family.html")]
+struct FamilyPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    version: i64,
+    idempotency_key: String,
+    errors: FieldErrors,
+    notice: Option<&'static str>,
+    form: FamilyForm,
+}
+
+impl FamilyPage {
+    /// The id of the n-th child's input.
+    fn child_field(&self, index: &usize) -> String {
+        input_name(Field::Child(*index))
+    }
+}
+
+impl SectionForm for FamilyForm {
+    const SLUG: &'static str = "family";
+
+    fn from_quote(quote: &Quote) -> Self {
+        quote.family.as_ref().map_or_else(
+            || FamilyForm {
+                children: vec![String::new()],
+                ..Self::default()
+            },
+            |f| FamilyForm {
+                dependents: f.dependents().to_string(),
+                spouse_name: f
+                    .spouse_name()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                children: quote.children(),
+            },
+        )
+    }
+
+    fn parse(&self) -> Result<Action, InvalidFields> {
+        FamilyDetails::parse(&self.dependents, &self.spouse_name, &self.children)
+            .map(Action::ProvideFamily)
+    }
+
+    fn render(mut self, c: FormContext) -> Response {
+        if self.children.is_empty() {
+            self.children.push(String::new());
+        }
+        FamilyPage {
+            layout: c.layout,
+            quote_id: c.quote_id,
+            reference: c.reference,
+            version: c.version,
+            idempotency_key: c.idempotency_key,
+            errors: c.errors,
+            notice: c.notice,
+            form: self,
+        }
+        .into_response()
+    }
+
+    /// "Add another child" and "Remove" redraw the page with one child more or
+    /// fewer, writing nothing.
+    fn edit(&mut self, button: &str) -> Result<bool, AppError> {
+        if button == "add-child" {
+            self.children.push(String::new());
+            return Ok(true);
+        }
+        let Some(index) = button.strip_prefix("remove-") else {
+            return Ok(false);
+        };
+        let index: usize = index
+            .parse()
+            .map_err(|_| AppError::bad_request("That button is not one this page has."))?;
+        if index < self.children.len() {
+            self.children.remove(index);
+        }
+        Ok(true)
+    }
+}
