@@ -15,6 +15,6 @@ mod query;
 pub use page::{PAGE_SIZE, duration_in_words, router};
 pub use projection::ApprovalQueueProjection;
 pub use query::{
-    Bind, Cursor, QueueFilter, QueueQuery, QueueRow, QueueSort, count, count_query, find, next_for,
-    page, page_query,
+    Cursor, QueueFilter, QueueQuery, QueueRow, QueueSort, count, count_query, find, next_for, page,
+    page_query,
 };

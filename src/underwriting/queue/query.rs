@@ -4,6 +4,10 @@
 //! filter.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::types::Json;
+use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Type};
 use uuid::Uuid;
 
 use crate::db::{Backend, Db};
@@ -139,117 +143,118 @@ impl Cursor {
     }
 }
 
-/// A value bound to a queue query's `$n` parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Text(String),
-    Time(DateTime<Utc>),
-    Id(Uuid),
-    Int(i64),
+/// A statement over the waiting quotes: what it selects, which quotes `filter`
+/// lets through and, for a page, its order, keyset and size. Its SQL is written
+/// once, in [`Statement::build`], and built for whichever backend runs it.
+#[derive(Debug, Clone, Copy)]
+struct Statement<'a> {
+    columns: &'static str,
+    filter: &'a QueueFilter,
+    paging: Option<Paging<'a>>,
 }
 
-/// One SQL text for both backends and its parameters, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueQuery {
-    pub sql: String,
-    pub binds: Vec<Bind>,
+#[derive(Debug, Clone, Copy)]
+struct Paging<'a> {
+    sort: QueueSort,
+    after: Option<&'a Cursor>,
+    limit: i64,
 }
 
-impl QueueQuery {
-    /// The waiting quotes that `filter` lets through. A date range implies that
-    /// the quote waits (its submitted_at is set), so it says so only without one:
-    /// saying it twice would make the planner count the waiting share twice.
-    fn select(columns: &str, filter: &QueueFilter) -> Self {
-        let mut query = QueueQuery {
-            sql: format!("SELECT {columns} FROM approval_queue WHERE "),
-            binds: Vec::new(),
-        };
-        let mut and = "";
-        let mut condition = |query: &mut QueueQuery, sql: &str, value: Option<Bind>| {
-            query.sql.push_str(and);
-            query.push(sql, value);
-            and = " AND ";
-        };
+impl<'a> Statement<'a> {
+    /// Up to `limit` rows after `after`, in `sort` order, with the keyset on (sort
+    /// key, quote id) so that equal times page right.
+    fn page(
+        filter: &'a QueueFilter,
+        sort: QueueSort,
+        after: Option<&'a Cursor>,
+        limit: i64,
+    ) -> Self {
+        Statement {
+            columns: COLUMNS,
+            filter,
+            paging: Some(Paging { sort, after, limit }),
+        }
+    }
+
+    fn count(filter: &'a QueueFilter) -> Self {
+        Statement {
+            columns: "COUNT(*)",
+            filter,
+            paging: None,
+        }
+    }
+
+    /// The statement after `prefix` (an EXPLAIN, or nothing), with its parameters
+    /// bound in order. A date range implies that the quote waits (its submitted_at
+    /// is set), so the statement says so only without one: saying it twice would
+    /// make the planner count the waiting share twice.
+    fn build<DB>(&self, prefix: &str) -> QueryBuilder<'a, DB>
+    where
+        DB: Database,
+        &'a str: Encode<'a, DB> + Type<DB>,
+        DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+        Uuid: Encode<'a, DB> + Type<DB>,
+        i64: Encode<'a, DB> + Type<DB>,
+    {
+        let filter = self.filter;
+        let mut query = QueryBuilder::new(prefix);
+        query.push(format_args!(
+            "SELECT {} FROM approval_queue WHERE ",
+            self.columns
+        ));
+        let mut conditions = query.separated(" AND ");
         if filter.from.is_none() && filter.to.is_none() {
-            condition(&mut query, "submitted_at IS NOT NULL", None);
+            conditions.push("submitted_at IS NOT NULL");
         }
         if let Some(country) = &filter.country {
-            condition(&mut query, "country = ?", Some(Bind::Text(country.clone())));
+            conditions
+                .push("country = ")
+                .push_bind_unseparated(country.as_str());
         }
         if let Some(agent) = &filter.agent {
-            condition(&mut query, "agent = ?", Some(Bind::Text(agent.clone())));
+            conditions
+                .push("agent = ")
+                .push_bind_unseparated(agent.as_str());
         }
         if let Some(from) = filter.from {
-            condition(
-                &mut query,
-                "submitted_at >= ?",
-                Some(Bind::Time(start_of(from))),
-            );
+            conditions
+                .push("submitted_at >= ")
+                .push_bind_unseparated(start_of(from));
         }
         if let Some(end) = filter.to.and_then(|to| to.succ_opt()).map(start_of) {
-            condition(&mut query, "submitted_at < ?", Some(Bind::Time(end)));
+            conditions
+                .push("submitted_at < ")
+                .push_bind_unseparated(end);
+        }
+        if let Some(Paging { sort, after, limit }) = self.paging {
+            let key = sort.key();
+            let (comparison, direction) = match sort {
+                QueueSort::Newest => ("<", "DESC"),
+                QueueSort::Oldest | QueueSort::LongestWaiting => (">", "ASC"),
+            };
+            if let Some(cursor) = after {
+                conditions
+                    .push(format_args!("({key}, quote_id) {comparison} ("))
+                    .push_bind_unseparated(cursor.at)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(cursor.quote_id)
+                    .push_unseparated(")");
+            }
+            query
+                .push(format_args!(
+                    " ORDER BY {key} {direction}, quote_id {direction} LIMIT "
+                ))
+                .push_bind(limit);
         }
         query
     }
 
-    /// Appends `sql` with its `?` marks numbered as the next parameters, one value
-    /// of `binds` for each.
-    fn push(&mut self, sql: &str, binds: impl IntoIterator<Item = Bind>) {
-        let mut binds = binds.into_iter();
-        for (i, part) in sql.split('?').enumerate() {
-            if i > 0 {
-                self.binds.push(binds.next().expect("a value for each ?"));
-                self.sql.push_str(&format!("${}", self.binds.len()));
-            }
-            self.sql.push_str(part);
-        }
-    }
-
-    /// Runs the query with its parameters bound and decodes each row as `O`.
+    /// Runs the statement and decodes each row as `O`.
     async fn fetch_all<O>(&self, db: &Db) -> Result<Vec<O>, sqlx::Error>
     where
-        O: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        O: Send + Unpin + for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow>,
     {
-        on_backend!(db, pool => {
-            let mut query = sqlx::query_as(&self.sql);
-            for bind in &self.binds {
-                query = match bind {
-                    Bind::Text(value) => query.bind(value.as_str()),
-                    Bind::Time(value) => query.bind(*value),
-                    Bind::Id(value) => query.bind(*value),
-                    Bind::Int(value) => query.bind(*value),
-                };
-            }
-            query.fetch_all(pool).await
-        })
-    }
-
-    /// The plan the database would use (for the tests that hold every page to an
-    /// index): SQLite's `EXPLAIN QUERY PLAN` details one a line, or PostgreSQL's
-    /// `EXPLAIN (FORMAT JSON)` document.
-    #[doc(hidden)]
-    pub async fn explain(&self, db: &Db) -> Result<String, sqlx::Error> {
-        let plan = QueueQuery {
-            sql: match db {
-                Backend::Sqlite(_) => format!("EXPLAIN QUERY PLAN {}", self.sql),
-                Backend::Postgres(_) => format!("EXPLAIN (FORMAT JSON) {}", self.sql),
-            },
-            binds: self.binds.clone(),
-        };
-        Ok(match db {
-            Backend::Sqlite(_) => {
-                let rows: Vec<(i64, i64, i64, String)> = plan.fetch_all(db).await?;
-                let details: Vec<String> = rows.into_iter().map(|r| r.3).collect();
-                details.join("\n")
-            }
-            Backend::Postgres(_) => {
-                let rows: Vec<(sqlx::types::Json<serde_json::Value>,)> = plan.fetch_all(db).await?;
-                rows.into_iter().map(|r| r.0.0.to_string()).collect()
-            }
-        })
+        on_backend!(db, pool => self.build("").build_query_as().fetch_all(pool).await)
     }
 }
 
@@ -257,41 +262,70 @@ fn start_of(day: NaiveDate) -> DateTime<Utc> {
     day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-/// The SQL of one page of the queue: up to `limit` rows after `after`, in `sort`
-/// order, with the keyset on (sort key, quote id) so that equal times page right.
+/// A statement of the queue and its SQL, for the tests and benchmarks that read
+/// its plan.
 #[doc(hidden)]
-pub fn page_query(
-    filter: &QueueFilter,
-    sort: QueueSort,
-    after: Option<&Cursor>,
-    limit: i64,
-) -> QueueQuery {
-    let mut query = QueueQuery::select(COLUMNS, filter);
-    let key = sort.key();
-    let (comparison, direction) = match sort {
-        QueueSort::Newest => ("<", "DESC"),
-        QueueSort::Oldest | QueueSort::LongestWaiting => (">", "ASC"),
-    };
-    if let Some(cursor) = after {
-        query.push(
-            &format!(" AND ({key}, quote_id) {comparison} (?, ?)"),
-            [Bind::Time(cursor.at), Bind::Id(cursor.quote_id)],
-        );
+pub struct QueueQuery<'a> {
+    /// The SQL as PostgreSQL receives it; SQLite receives the same with `?` for
+    /// each `$n`.
+    pub sql: String,
+    statement: Statement<'a>,
+}
+
+impl<'a> QueueQuery<'a> {
+    fn of(statement: Statement<'a>) -> Self {
+        QueueQuery {
+            sql: statement.build::<Postgres>("").into_sql(),
+            statement,
+        }
     }
-    query.push(
-        &format!(" ORDER BY {key} {direction}, quote_id {direction} LIMIT ?"),
-        [Bind::Int(limit)],
-    );
-    query
+
+    /// The plan the database would use (for the tests that hold every page to an
+    /// index): SQLite's `EXPLAIN QUERY PLAN` details one a line, or PostgreSQL's
+    /// `EXPLAIN (FORMAT JSON)` document.
+    pub async fn explain(&self, db: &Db) -> Result<String, sqlx::Error> {
+        Ok(match db {
+            Backend::Sqlite(pool) => {
+                let rows: Vec<(i64, i64, i64, String)> = self
+                    .statement
+                    .build("EXPLAIN QUERY PLAN ")
+                    .build_query_as()
+                    .fetch_all(pool)
+                    .await?;
+                let details: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+                details.join("\n")
+            }
+            Backend::Postgres(pool) => {
+                let plans: Vec<Json<serde_json::Value>> = self
+                    .statement
+                    .build("EXPLAIN (FORMAT JSON) ")
+                    .build_query_scalar()
+                    .fetch_all(pool)
+                    .await?;
+                plans.into_iter().map(|plan| plan.0.to_string()).collect()
+            }
+        })
+    }
+}
+
+/// The SQL of one page of the queue (see [`page`]).
+#[doc(hidden)]
+pub fn page_query<'a>(
+    filter: &'a QueueFilter,
+    sort: QueueSort,
+    after: Option<&'a Cursor>,
+    limit: i64,
+) -> QueueQuery<'a> {
+    QueueQuery::of(Statement::page(filter, sort, after, limit))
 }
 
 /// The SQL counting the waiting quotes that match `filter`.
 #[doc(hidden)]
-pub fn count_query(filter: &QueueFilter) -> QueueQuery {
-    QueueQuery::select("COUNT(*)", filter)
+pub fn count_query(filter: &QueueFilter) -> QueueQuery<'_> {
+    QueueQuery::of(Statement::count(filter))
 }
 
-/// One page of the queue.
+/// One page of the queue: up to `limit` rows after `after`, in `sort` order.
 pub async fn page(
     db: &Db,
     filter: &QueueFilter,
@@ -299,7 +333,9 @@ pub async fn page(
     after: Option<&Cursor>,
     limit: i64,
 ) -> Result<Vec<QueueRow>, sqlx::Error> {
-    page_query(filter, sort, after, limit).fetch_all(db).await
+    Statement::page(filter, sort, after, limit)
+        .fetch_all(db)
+        .await
 }
 
 const READ_TOTAL: &str = "SELECT waiting FROM approval_queue_total WHERE id = 1";
@@ -310,12 +346,14 @@ pub async fn count(db: &Db, filter: &QueueFilter) -> Result<i64, sqlx::Error> {
     if *filter == QueueFilter::default() {
         return on_backend!(db, pool => sqlx::query_scalar(READ_TOTAL).fetch_one(pool).await);
     }
-    let rows: Vec<(i64,)> = count_query(filter).fetch_all(db).await?;
+    let rows: Vec<(i64,)> = Statement::count(filter).fetch_all(db).await?;
     Ok(rows.first().map_or(0, |r| r.0))
 }
 
 #[cfg(test)]
 mod tests {
+    use sqlx::{Arguments, Execute, Sqlite};
+
     use super::*;
 
     #[test]
@@ -337,6 +375,14 @@ mod tests {
         }
     }
 
+    /// How many values a built query binds.
+    fn bound<'q, DB: Database>(mut query: impl Execute<'q, DB>) -> usize {
+        query
+            .take_arguments()
+            .unwrap()
+            .map_or(0, |values| values.len())
+    }
+
     #[test]
     fn parameters_are_numbered_in_the_order_they_are_bound() {
         let filter = QueueFilter {
@@ -349,26 +395,28 @@ mod tests {
             at: start_of(NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()),
             quote_id: Uuid::nil(),
         };
-        let query = page_query(&filter, QueueSort::LongestWaiting, Some(&cursor), 51);
-        assert!(
-            query.sql.ends_with(
-                "WHERE country = $1 AND agent = $2 AND submitted_at >= $3 \
-                 AND submitted_at < $4 AND (first_submitted_at, quote_id) > ($5, $6) \
-                 ORDER BY first_submitted_at ASC, quote_id ASC LIMIT $7"
-            ),
-            "{}",
-            query.sql
-        );
-        assert_eq!(query.binds.len(), 7);
-        assert_eq!(query.binds[0], Bind::Text("IN".into()));
+        let statement = Statement::page(&filter, QueueSort::LongestWaiting, Some(&cursor), 51);
+        let numbered = "WHERE country = $1 AND agent = $2 AND submitted_at >= $3 \
+                        AND submitted_at < $4 AND (first_submitted_at, quote_id) > ($5, $6) \
+                        ORDER BY first_submitted_at ASC, quote_id ASC LIMIT $7";
+        let mut postgres = statement.build::<Postgres>("");
+        assert!(postgres.sql().ends_with(numbered), "{}", postgres.sql());
+        assert_eq!(bound(postgres.build()), 7);
         assert_eq!(
-            query.binds[3],
-            Bind::Time(start_of(NaiveDate::from_ymd_opt(2025, 3, 3).unwrap()))
+            page_query(&filter, QueueSort::LongestWaiting, Some(&cursor), 51).sql,
+            postgres.sql()
         );
-        assert_eq!(query.binds[5], Bind::Id(Uuid::nil()));
-        assert_eq!(query.binds[6], Bind::Int(51));
 
-        let unfiltered = page_query(&QueueFilter::default(), QueueSort::Newest, None, 51);
+        // SQLite gets the same statement with its own marks, one for each value.
+        let marked = (1..=7).fold(numbered.to_owned(), |sql, n| {
+            sql.replace(&format!("${n}"), "?")
+        });
+        let mut sqlite = statement.build::<Sqlite>("");
+        assert!(sqlite.sql().ends_with(&marked), "{}", sqlite.sql());
+        assert_eq!(bound(sqlite.build()), 7);
+
+        let everything = QueueFilter::default();
+        let unfiltered = page_query(&everything, QueueSort::Newest, None, 51);
         assert!(
             unfiltered.sql.ends_with(
                 "WHERE submitted_at IS NOT NULL \
