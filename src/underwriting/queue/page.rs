@@ -141,29 +141,28 @@ impl FormValues {
 
     /// The queue's address with these filters, and `next` when given.
     fn href(&self, next: Option<&Cursor>) -> String {
-        let mut pairs: Vec<(&str, String)> = [
-            ("country", self.country.clone()),
-            ("agent", self.agent.clone()),
-            ("from", self.from.clone()),
-            ("to", self.to.clone()),
-        ]
-        .into_iter()
-        .filter(|(_, value)| !value.is_empty())
-        .collect();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("country", &self.country),
+            ("agent", &self.agent),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
+            if !value.is_empty() {
+                query.append_pair(name, value);
+            }
+        }
         if self.sort != QueueSort::default() {
-            pairs.push(("sort", self.sort.as_str().to_owned()));
+            query.append_pair("sort", self.sort.as_str());
         }
         if let Some(next) = next {
-            pairs.push(("next", next.encode()));
+            query.append_pair("next", &next.encode());
         }
-        let query: Vec<String> = pairs
-            .iter()
-            .map(|(name, value)| format!("{name}={}", percent_encode(value)))
-            .collect();
+        let query = query.finish();
         if query.is_empty() {
             "/underwriting/queue".to_owned()
         } else {
-            format!("/underwriting/queue?{}", query.join("&"))
+            format!("/underwriting/queue?{query}")
         }
     }
 
@@ -173,19 +172,6 @@ impl FormValues {
             && self.from.is_empty()
             && self.to.is_empty())
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 struct CountryOption {
@@ -363,9 +349,29 @@ mod tests {
         };
         assert_eq!(
             form.href(None),
-            "/underwriting/queue?country=IN&agent=a%26b%20c&to=2025-03-02&sort=newest"
+            "/underwriting/queue?country=IN&agent=a%26b+c&to=2025-03-02&sort=newest"
         );
         let plain = FormValues::of(&QueueFilter::default(), QueueSort::Oldest);
         assert_eq!(plain.href(None), "/underwriting/queue");
+    }
+
+    #[test]
+    fn a_link_reads_back_as_the_same_filter_sort_and_cursor() {
+        let filter = QueueFilter {
+            country: Some("IN".into()),
+            agent: Some("a&b c+d=%e/~*é".into()),
+            from: NaiveDate::from_ymd_opt(2025, 3, 1),
+            to: NaiveDate::from_ymd_opt(2025, 3, 2),
+        };
+        let cursor = Cursor {
+            at: DateTime::from_timestamp_micros(1_740_000_000_123_456).unwrap(),
+            quote_id: Uuid::now_v7(),
+        };
+        let href = FormValues::of(&filter, QueueSort::LongestWaiting).href(Some(&cursor));
+        let Query(params) = Query::<Params>::try_from_uri(&href.parse().unwrap()).unwrap();
+        let parsed = params.parse().unwrap();
+        assert_eq!(parsed.filter, filter);
+        assert_eq!(parsed.sort, QueueSort::LongestWaiting);
+        assert_eq!(parsed.after, Some(cursor));
     }
 }
