@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Deserialize;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::timeline::{SELECT_ENTRY, TimelineEntry};
 use crate::db::Db;
@@ -91,42 +92,28 @@ impl LogFilter {
     /// The filter as a query string (without `?`), for links that keep it: paging
     /// and the exports.
     pub fn query_string(&self) -> String {
-        let mut pairs = Vec::new();
+        let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(reference) = &self.reference {
-            pairs.push(format!("reference={}", encode(reference)));
+            query.append_pair("reference", reference);
         }
         if let Some(actor) = &self.actor {
-            pairs.push(format!("actor={}", encode(actor)));
+            query.append_pair("actor", actor);
         }
         if let Some(event_type) = self.event_type {
-            pairs.push(format!("event_type={event_type}"));
+            query.append_pair("event_type", event_type);
         }
         if let Some(from) = self.from {
-            pairs.push(format!("from={from}"));
+            query.append_pair("from", &from.to_string());
         }
         if let Some(to) = self.to {
-            pairs.push(format!("to={to}"));
+            query.append_pair("to", &to.to_string());
         }
-        pairs.join("&")
+        query.finish()
     }
 
     pub fn is_empty(&self) -> bool {
         *self == LogFilter::default()
     }
-}
-
-/// Percent-encodes everything but the unreserved characters of RFC 3986.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
 }
 
 /// Where a page starts.
@@ -140,65 +127,66 @@ pub enum Cursor {
     After(i64),
 }
 
-enum Bind {
-    Text(String),
-    Time(DateTime<Utc>),
-    Int(i64),
-}
-
 fn midnight(date: NaiveDate) -> DateTime<Utc> {
     date.and_hms_opt(0, 0, 0)
         .expect("midnight exists")
         .and_utc()
 }
 
-/// The statement for up to `limit` entries from `cursor` on, and its parameters.
-/// Only the filters given become conditions, so each combination gets a plan that
-/// can use its index.
-fn statement(filter: &LogFilter, cursor: Cursor, limit: i64) -> (String, Vec<Bind>) {
-    let mut sql = String::from(SELECT_ENTRY);
-    let mut binds = Vec::new();
-    let mut condition = |sql: &mut String, text: &str, bind: Bind| {
-        binds.push(bind);
-        sql.push_str(if binds.len() == 1 { " WHERE " } else { " AND " });
-        sql.push_str(&text.replace('?', &format!("${}", binds.len())));
+/// The statement for up to `limit` entries from `cursor` on, with its parameters
+/// bound in order, for backend `DB`. Only the filters given become conditions, so
+/// each combination gets a plan that can use its index.
+fn statement<'a, DB>(filter: &'a LogFilter, cursor: Cursor, limit: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(SELECT_ENTRY);
+    // The first condition follows WHERE, the others AND.
+    let mut conditions = 0;
+    let mut condition = |query: &mut QueryBuilder<'a, DB>, sql: &str| {
+        let keyword = if conditions == 0 { " WHERE " } else { " AND " };
+        query.push(keyword).push(sql);
+        conditions += 1;
     };
     if let Some(reference) = &filter.reference {
-        condition(&mut sql, "reference = ?", Bind::Text(reference.clone()));
+        condition(&mut query, "reference = ");
+        query.push_bind(reference.as_str());
     }
     if let Some(actor) = &filter.actor {
-        condition(&mut sql, "actor = ?", Bind::Text(actor.clone()));
+        condition(&mut query, "actor = ");
+        query.push_bind(actor.as_str());
     }
     if let Some(event_type) = filter.event_type {
-        condition(
-            &mut sql,
-            "event_type = ?",
-            Bind::Text(event_type.to_owned()),
-        );
+        condition(&mut query, "event_type = ");
+        query.push_bind(event_type);
     }
     if let Some(from) = filter.from {
-        condition(&mut sql, "recorded_at >= ?", Bind::Time(midnight(from)));
+        condition(&mut query, "recorded_at >= ");
+        query.push_bind(midnight(from));
     }
     if let Some(to) = filter.to.and_then(|to| to.checked_add_days(Days::new(1))) {
-        condition(&mut sql, "recorded_at < ?", Bind::Time(midnight(to)));
+        condition(&mut query, "recorded_at < ");
+        query.push_bind(midnight(to));
     }
     let order = match cursor {
         Cursor::Newest => "DESC",
         Cursor::Before(position) => {
-            condition(&mut sql, "position < ?", Bind::Int(position));
+            condition(&mut query, "position < ");
+            query.push_bind(position);
             "DESC"
         }
         Cursor::After(position) => {
-            condition(&mut sql, "position > ?", Bind::Int(position));
+            condition(&mut query, "position > ");
+            query.push_bind(position);
             "ASC"
         }
     };
-    binds.push(Bind::Int(limit));
-    sql.push_str(&format!(
-        " ORDER BY position {order} LIMIT ${}",
-        binds.len()
-    ));
-    (sql, binds)
+    query.push(format_args!(" ORDER BY position {order} LIMIT "));
+    query.push_bind(limit);
+    query
 }
 
 /// Up to `limit` entries matching `filter` from `cursor` on, newest first.
@@ -208,17 +196,11 @@ pub async fn fetch(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Vec<TimelineEntry>, sqlx::Error> {
-    let (sql, binds) = statement(filter, cursor, limit);
     let mut rows: Vec<TimelineEntry> = on_backend!(db, pool => {
-        let mut query = sqlx::query_as(&sql);
-        for bind in binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Time(time) => query.bind(time),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        query.fetch_all(pool).await?
+        statement(filter, cursor, limit)
+            .build_query_as()
+            .fetch_all(pool)
+            .await?
     });
     if matches!(cursor, Cursor::After(_)) {
         rows.reverse();
@@ -270,6 +252,9 @@ pub async fn page(
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::Query;
+    use sqlx::{Arguments, Execute, Postgres, Sqlite};
+
     use super::*;
 
     fn form(fields: &[(&str, &str)]) -> FilterForm {
@@ -321,18 +306,32 @@ mod tests {
             to: NaiveDate::from_ymd_opt(2025, 3, 31),
             ..LogFilter::default()
         };
-        let (sql, binds) = statement(&filter, Cursor::Before(42), 10);
+        let mut query = statement::<Postgres>(&filter, Cursor::Before(42), 10);
         assert!(
-            sql.ends_with(
+            query.sql().ends_with(
                 "WHERE actor = $1 AND recorded_at < $2 AND position < $3 ORDER BY position DESC LIMIT $4"
             ),
-            "{sql}"
+            "{}",
+            query.sql()
         );
-        assert_eq!(binds.len(), 4);
-        let (sql, _) = statement(&LogFilter::default(), Cursor::After(7), 10);
+        let binds = query.build().take_arguments().unwrap();
+        assert_eq!(binds.map_or(0, |binds| binds.len()), 4);
+        let everything = LogFilter::default();
+        let query = statement::<Postgres>(&everything, Cursor::After(7), 10);
         assert!(
-            sql.ends_with("WHERE position > $1 ORDER BY position ASC LIMIT $2"),
-            "{sql}"
+            query
+                .sql()
+                .ends_with("WHERE position > $1 ORDER BY position ASC LIMIT $2"),
+            "{}",
+            query.sql()
+        );
+        let query = statement::<Sqlite>(&everything, Cursor::Newest, 10);
+        assert!(
+            query
+                .sql()
+                .ends_with("FROM audit_timeline  ORDER BY position DESC LIMIT ?"),
+            "{}",
+            query.sql()
         );
     }
 
@@ -347,7 +346,21 @@ mod tests {
         };
         assert_eq!(
             filter.query_string(),
-            "reference=Q-1&actor=a%20b%26c&event_type=QuoteApproved&from=2025-01-02"
+            "reference=Q-1&actor=a+b%26c&event_type=QuoteApproved&from=2025-01-02"
         );
+    }
+
+    #[test]
+    fn the_query_string_reads_back_as_the_same_filter() {
+        let filter = LogFilter {
+            reference: Some("Q-1".into()),
+            actor: Some("a b&c+d=%e/~*é".into()),
+            event_type: Some("QuoteReferredBack"),
+            from: NaiveDate::from_ymd_opt(2025, 1, 2),
+            to: NaiveDate::from_ymd_opt(2025, 1, 3),
+        };
+        let uri = format!("/audit?{}", filter.query_string()).parse().unwrap();
+        let Query(form) = Query::<FilterForm>::try_from_uri(&uri).unwrap();
+        assert_eq!(form.parse().unwrap(), filter);
     }
 }
