@@ -12,12 +12,13 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::db::{Backend, Conn, Db};
-use crate::eventstore::{BoxFuture, Projector, RecordedEvent};
+use crate::eventstore::{Projector, RecordedEvent};
 use crate::identity::Underwriter;
 use crate::on_backend;
 use crate::quoting::domain::{COUNTRIES, QuoteEvent, Status, countries::country_name};

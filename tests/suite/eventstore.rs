@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
+use futures_util::future::BoxFuture;
 use quoteline::db::{Conn, Db};
 use quoteline::eventstore::{
-    AppendError, AppendRequest, Appended, BoxFuture, EventStore, ExpectedVersion, GlobalPosition,
-    Metadata, NewEvent, Problem, Projector, RecordedEvent,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, GlobalPosition, Metadata,
+    NewEvent, Problem, Projector, RecordedEvent,
 };
 use quoteline::on_backend;
 use serde_json::json;
