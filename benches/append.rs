@@ -323,8 +323,7 @@ async fn full_batches(
         let size = batch.min(total - written);
         let batch_began = Instant::now();
         let mut pooled = store.db().acquire().await?;
-        let mut conn = pooled.as_conn();
-        conn.begin_write().await?;
+        let mut tx = pooled.as_conn().begin_write().await?;
         for &stream_id in &streams[..size] {
             let request = AppendRequest {
                 stream_id,
@@ -334,11 +333,11 @@ async fn full_batches(
                     .with_request_id("bench-request")
                     .with_idempotency_key(Uuid::now_v7().to_string()),
             };
-            conn.execute_plain("SAVEPOINT append").await?;
-            store.append_within(conn.reborrow(), &request).await?;
-            conn.execute_plain("RELEASE SAVEPOINT append").await?;
+            let mut savepoint = tx.savepoint().await?;
+            store.append_within(savepoint.as_conn(), &request).await?;
+            savepoint.commit().await?;
         }
-        conn.execute_plain("COMMIT").await?;
+        tx.commit().await?;
         latencies.extend(std::iter::repeat_n(batch_began.elapsed(), size));
         written += size;
         version += 1;

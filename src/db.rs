@@ -11,7 +11,9 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{
+    Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction,
+};
 
 /// One value per backend. Used for pools ([`Db`]), pooled connections and borrowed
 /// connections ([`Conn`]), so that one macro serves all three.
@@ -29,6 +31,10 @@ pub type Conn<'c> = Backend<&'c mut SqliteConnection, &'c mut PgConnection>;
 
 /// A connection taken from the pool.
 pub type PooledConn = Backend<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
+
+/// A transaction on a borrowed connection, or a savepoint when begun inside another
+/// ([`Tx::savepoint`]). Rolled back if dropped without [`Tx::commit`].
+pub type Tx<'c> = Backend<Transaction<'c, Sqlite>, Transaction<'c, Postgres>>;
 
 /// Runs the same expression against whichever backend `$target` holds, binding the
 /// backend's pool or connection to `$c`.
@@ -140,18 +146,50 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs a statement that takes no parameters (transaction control, mostly).
+    /// Runs a statement that takes no parameters.
     pub async fn execute_plain(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         on_backend!(self, c => sqlx::query(sql).execute(&mut **c).await.map(drop))
     }
+}
 
-    /// Starts a write transaction. SQLite must take the write lock up front: a
-    /// deferred BEGIN that later writes fails with SQLITE_BUSY under concurrency.
-    pub async fn begin_write(&mut self) -> Result<(), sqlx::Error> {
+impl<'c> Conn<'c> {
+    /// Starts a write transaction on this connection. SQLite must take the write
+    /// lock up front: a deferred BEGIN that later writes fails with SQLITE_BUSY
+    /// under concurrency.
+    pub async fn begin_write(self) -> Result<Tx<'c>, sqlx::Error> {
+        Ok(match self {
+            Backend::Sqlite(c) => Backend::Sqlite(c.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(c) => Backend::Postgres(c.begin().await?),
+        })
+    }
+}
+
+impl Tx<'_> {
+    /// The transaction's connection, to run statements in it.
+    pub fn as_conn(&mut self) -> Conn<'_> {
         match self {
-            Backend::Sqlite(_) => self.execute_plain("BEGIN IMMEDIATE").await,
-            Backend::Postgres(_) => self.execute_plain("BEGIN").await,
+            Backend::Sqlite(tx) => Backend::Sqlite(&mut **tx),
+            Backend::Postgres(tx) => Backend::Postgres(&mut **tx),
         }
+    }
+
+    /// A savepoint inside this transaction: a nested transaction whose
+    /// [`Tx::rollback`] undoes only what ran since it began.
+    pub async fn savepoint(&mut self) -> Result<Tx<'_>, sqlx::Error> {
+        Ok(match self {
+            Backend::Sqlite(tx) => Backend::Sqlite(tx.begin().await?),
+            Backend::Postgres(tx) => Backend::Postgres(tx.begin().await?),
+        })
+    }
+
+    /// Commits the transaction, or releases the savepoint.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        on_backend!(self, tx => tx.commit().await)
+    }
+
+    /// Rolls the transaction back, or back to the savepoint.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        on_backend!(self, tx => tx.rollback().await)
     }
 }
 

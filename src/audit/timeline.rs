@@ -14,13 +14,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::changes::{FieldChange, changes};
 use crate::db::{Conn, Db};
-use crate::eventstore::{self, BoxFuture, Projector, RecordedEvent};
+use crate::eventstore::{self, Projector, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{Quote, QuoteEvent, Status, evolve};
 

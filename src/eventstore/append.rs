@@ -2,10 +2,9 @@
 //! chain, the stream head and the inline projections, all on one connection inside
 //! the caller's transaction.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -15,8 +14,6 @@ use super::model::{Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent
 use super::sql;
 use crate::db::{Conn, Unique, unique_violation};
 use crate::on_backend;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Keeps a projection up to date inside the append's transaction: what it writes
 /// commits or rolls back with the events. Each call brings one append's events: one

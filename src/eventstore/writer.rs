@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::append::{AppendError, AppendRequest, Projectors, append_in, explain_failure};
 use super::batch::append_batch_in;
 use super::model::Appended;
-use crate::db::{Conn, Db};
+use crate::db::{Db, Tx};
 
 /// The most appends one transaction takes; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
@@ -79,7 +79,7 @@ enum Mode {
     SavepointEach,
 }
 
-/// One write transaction on a pooled connection: the batch, then COMMIT; rolled
+/// One write transaction on a pooled connection: the batch, then commit; rolled
 /// back on any error.
 async fn write_batch(
     db: &Db,
@@ -88,45 +88,57 @@ async fn write_batch(
     mode: Mode,
 ) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
     let mut pooled = db.acquire().await?;
-    let mut conn = pooled.as_conn();
-    conn.begin_write().await?;
+    let mut tx = pooled.as_conn().begin_write().await?;
     let written = async {
-        let outcomes = match mode {
-            Mode::SetBased => append_batch_in(conn.reborrow(), projectors, requests).await?,
+        Ok(match mode {
+            Mode::SetBased => append_batch_in(tx.as_conn(), projectors, requests).await?,
             Mode::SavepointEach => {
                 let mut outcomes = Vec::with_capacity(requests.len());
                 for request in requests {
-                    outcomes.push(append_in_savepoint(conn.reborrow(), projectors, request).await?);
+                    outcomes.push(append_in_savepoint(&mut tx, projectors, request).await?);
                 }
                 outcomes
             }
-        };
-        conn.execute_plain("COMMIT").await?;
-        Ok(outcomes)
+        })
     }
     .await;
-    if written.is_err() && conn.execute_plain("ROLLBACK").await.is_err() {
-        // A connection in an unknown transaction state must not go back to the pool.
-        pooled.discard();
+    match written {
+        Ok(outcomes) => match tx.commit().await {
+            Ok(()) => Ok(outcomes),
+            Err(error) => {
+                // sqlx rolls back a transaction whose commit failed as it drops it, and
+                // nobody hears whether that worked: the connection's state is unknown.
+                pooled.discard();
+                Err(error)
+            }
+        },
+        Err(error) => {
+            if tx.rollback().await.is_err() {
+                // A connection in an unknown transaction state must not go back to the pool.
+                pooled.discard();
+            }
+            Err(error)
+        }
     }
-    written
 }
 
+/// One append in a savepoint of its own, so that its failure undoes only its own
+/// statements. sqlx rolls back to a savepoint without releasing it: the next
+/// append's savepoint nests inside, and the batch's commit releases them all.
 async fn append_in_savepoint(
-    mut conn: Conn<'_>,
+    tx: &mut Tx<'_>,
     projectors: &Projectors,
     request: &AppendRequest,
 ) -> Result<Result<Appended, AppendError>, sqlx::Error> {
-    conn.execute_plain("SAVEPOINT append").await?;
-    match append_in(conn.reborrow(), projectors, request).await {
+    let mut savepoint = tx.savepoint().await?;
+    match append_in(savepoint.as_conn(), projectors, request).await {
         Ok(appended) => {
-            conn.execute_plain("RELEASE SAVEPOINT append").await?;
+            savepoint.commit().await?;
             Ok(Ok(appended))
         }
         Err(error) => {
-            conn.execute_plain("ROLLBACK TO SAVEPOINT append").await?;
-            conn.execute_plain("RELEASE SAVEPOINT append").await?;
-            Ok(explain_failure(conn, request, error).await)
+            savepoint.rollback().await?;
+            Ok(explain_failure(tx.as_conn(), request, error).await)
         }
     }
 }

@@ -2,12 +2,13 @@
 //! show. Kept in the append's transaction, one statement per append.
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::{QuoteEvent, Status};
 
 use crate::db::{Conn, Db};
-use crate::eventstore::{BoxFuture, Projector, RecordedEvent};
+use crate::eventstore::{Projector, RecordedEvent};
 use crate::on_backend;
 
 const INSERT: &str = "INSERT INTO quote_summary \

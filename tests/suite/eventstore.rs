@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
+use futures_util::future::BoxFuture;
 use quoteline::db::{Conn, Db};
 use quoteline::eventstore::{
-    AppendError, AppendRequest, Appended, BoxFuture, EventStore, ExpectedVersion, GlobalPosition,
-    Metadata, NewEvent, Problem, Projector, RecordedEvent,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, GlobalPosition, Metadata,
+    NewEvent, Problem, Projector, RecordedEvent,
 };
 use quoteline::on_backend;
 use serde_json::json;
@@ -144,13 +145,9 @@ async fn concurrent_writers_never_make_a_reader_skip_or_repeat_an_event(test_db:
             let (committed, progress) = (committed.clone(), progress.clone());
             held.spawn(async move {
                 let mut pooled = db.acquire().await.unwrap();
-                let mut conn = pooled.as_conn();
-                conn.begin_write().await.unwrap();
+                let mut tx = pooled.as_conn().begin_write().await.unwrap();
                 let appended = store
-                    .append_within(
-                        conn.reborrow(),
-                        &request(Uuid::now_v7(), 0, vec![event(-1)]),
-                    )
+                    .append_within(tx.as_conn(), &request(Uuid::now_v7(), 0, vec![event(-1)]))
                     .await
                     .unwrap();
                 loop {
@@ -160,7 +157,7 @@ async fn concurrent_writers_never_make_a_reader_skip_or_repeat_an_event(test_db:
                     }
                     notified.await;
                 }
-                conn.execute_plain("COMMIT").await.unwrap();
+                tx.commit().await.unwrap();
                 appended.into_events()
             });
         }

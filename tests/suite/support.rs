@@ -3,10 +3,13 @@
 //! PostgreSQL tests use the server at `QUOTELINE_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own. When the
 //! server cannot be reached the tests are reported as skipped, with the reason, on
-//! the terminal; with `QUOTELINE_REQUIRE_POSTGRES=1` (as `.ci/run` sets) they fail.
+//! the terminal, and counted in a note at the very end of the run; with
+//! `QUOTELINE_REQUIRE_POSTGRES=1` (as `.ci/run` sets) they fail.
 
 use std::io::Write;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 
 use quoteline::db::{Backend, Db};
 use quoteline::kernel::Role;
@@ -15,6 +18,45 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Why the PostgreSQL server cannot be reached, as the first test that tried found:
+/// the tests after it do not try again, so a run without a server does not wait for
+/// a connection attempt in each of them.
+static UNREACHABLE: OnceLock<String> = OnceLock::new();
+
+/// PostgreSQL tests that returned without running, told again when the test process
+/// exits, after the harness's summary, where the run's reader looks.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+static NOTE_AT_EXIT: Once = Once::new();
+
+/// Fails the test if PostgreSQL is required; else reports it as skipped.
+fn skip_postgres_test(test_name: &str, reason: &str) {
+    if std::env::var("QUOTELINE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("{test_name}: {reason} (QUOTELINE_REQUIRE_POSTGRES=1)");
+    }
+    // Straight to the terminal: the test harness captures println!.
+    let _ = writeln!(std::io::stderr(), "SKIPPED postgres::{test_name}: {reason}");
+    SKIPPED.fetch_add(1, Ordering::SeqCst);
+    NOTE_AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain function, which neither panics nor unwinds.
+        unsafe { libc::atexit(note_skipped_tests) };
+    });
+}
+
+extern "C" fn note_skipped_tests() {
+    let skipped = SKIPPED.load(Ordering::SeqCst);
+    let reason = UNREACHABLE.get().map_or("", String::as_str);
+    let (tests, they) = if skipped == 1 {
+        ("test", "it")
+    } else {
+        ("tests", "they")
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOTE: {skipped} PostgreSQL {tests} did not run ({reason}); {they} passed without running. \
+         Set QUOTELINE_REQUIRE_POSTGRES=1 to make that a failure."
+    );
+}
 
 /// A database that exists for one test.
 pub struct TestDb {
@@ -41,15 +83,16 @@ impl TestDb {
     pub async fn postgres(test_name: &str) -> Option<TestDb> {
         let url =
             std::env::var("QUOTELINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        if let Some(reason) = UNREACHABLE.get() {
+            skip_postgres_test(test_name, reason);
+            return None;
+        }
         let mut admin = match PgConnection::connect(&url).await {
             Ok(conn) => conn,
             Err(error) => {
-                let reason = format!("PostgreSQL at {url} cannot be reached: {error}");
-                if std::env::var("QUOTELINE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                    panic!("{test_name}: {reason} (QUOTELINE_REQUIRE_POSTGRES=1)");
-                }
-                // Straight to the terminal: the test harness captures println!.
-                let _ = writeln!(std::io::stderr(), "SKIPPED postgres::{test_name}: {reason}");
+                let reason = UNREACHABLE
+                    .get_or_init(|| format!("PostgreSQL at {url} cannot be reached: {error}"));
+                skip_postgres_test(test_name, reason);
                 return None;
             }
         };

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::query::{Cursor, QueueFilter, QueueRow, QueueSort, count, page};
-use crate::state::AppState;
 use crate::identity::Underwriter;
 use crate::quoting::domain::{COUNTRIES, countries::country_name};
+use crate::state::AppState;
 use crate::web::{AppError, Layout};
 
 pub fn router() -> Router<AppState> {

@@ -4,10 +4,11 @@
 //! rejection, referral or withdrawal.
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::db::Conn;
-use crate::eventstore::{BoxFuture, Projector, RecordedEvent};
+use crate::eventstore::{Projector, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{QuoteEvent, Status};
 
@@ -168,7 +169,8 @@ impl Projector for ApprovalQueueProjection {
             for run in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
                 let mut change = Change::default();
                 for recorded in run {
-                    let event = QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                    let event =
+                        QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
                     change.add(&event, recorded);
                 }
                 change.write(conn.reborrow(), run[0].stream_id).await?;
