@@ -9,8 +9,8 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Status;
 use super::sections::{ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName};
+use super::status::Status;
 use crate::eventstore::{NewEvent, RecordedEvent};
 use crate::kernel::Role;
 

@@ -6,10 +6,9 @@ pub mod countries;
 pub mod events;
 pub mod fields;
 pub mod sections;
+pub mod status;
 
-pub use aggregate::{
-    Action, ActionKind, Command, DomainError, Quote, Status, UnknownStatus, decide, evolve, fold,
-};
+pub use aggregate::{Action, ActionKind, Command, DomainError, Quote, decide, evolve, fold};
 pub use countries::COUNTRIES;
 pub use events::{EventKind, QuoteEvent};
 pub use fields::{Field, Invalid, InvalidFields};
@@ -17,3 +16,4 @@ pub use sections::{
     City, ContactDetails, CountryCode, Email, FamilyDetails, GeographicDetails, NonEmptyText,
     PersonName, PhoneNumber, PostalCode, Region,
 };
+pub use status::{Status, UnknownStatus};
