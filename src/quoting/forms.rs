@@ -14,22 +14,30 @@ use super::domain::{
 };
 use crate::web::{AppError, FieldErrors, Layout};
 
-/// The HTML `name` (and `id`) of the input for `field`. Children share the name
-/// `children`; each child's input has the id `children-{index}`, which is where
-/// its error is shown and where the error summary links.
-pub fn input_name(field: Field) -> String {
-    match field {
-        Field::ApplicantName => "applicant_name".into(),
-        Field::Country => "country".into(),
-        Field::Region => "region".into(),
-        Field::City => "city".into(),
-        Field::PostalCode => "postal_code".into(),
-        Field::Email => "email".into(),
-        Field::Phone => "phone".into(),
-        Field::Dependents => "dependents".into(),
-        Field::SpouseName => "spouse_name".into(),
-        Field::Children => "children".into(),
-        Field::Child(index) => format!("children-{index}"),
+/// How the web names a domain field, callable from templates as
+/// `Field::City.input_name()` beside `Field::City.label()`.
+pub trait InputName {
+    /// The HTML `name` (and `id`) of the input for the field. Children share the
+    /// name `children`; each child's input has the id `children-{index}`, which is
+    /// where its error is shown and where the error summary links.
+    fn input_name(self) -> String;
+}
+
+impl InputName for Field {
+    fn input_name(self) -> String {
+        match self {
+            Field::ApplicantName => "applicant_name".into(),
+            Field::Country => "country".into(),
+            Field::Region => "region".into(),
+            Field::City => "city".into(),
+            Field::PostalCode => "postal_code".into(),
+            Field::Email => "email".into(),
+            Field::Phone => "phone".into(),
+            Field::Dependents => "dependents".into(),
+            Field::SpouseName => "spouse_name".into(),
+            Field::Children => "children".into(),
+            Field::Child(index) => format!("children-{index}"),
+        }
     }
 }
 
@@ -37,7 +45,7 @@ pub fn input_name(field: Field) -> String {
 pub fn field_errors(invalid: InvalidFields) -> FieldErrors {
     let mut errors = FieldErrors::default();
     for problem in invalid.0 {
-        errors.push(input_name(problem.field), problem.message);
+        errors.push(problem.field.input_name(), problem.message);
     }
     errors
 }
@@ -226,7 +234,7 @@ struct FamilyPage {
 impl FamilyPage {
     /// The id of the n-th child's input.
     fn child_field(&self, index: &usize) -> String {
-        input_name(Field::Child(*index))
+        Field::Child(*index).input_name()
     }
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::answers::{AnswerSection, answers_of};
 use super::domain::{Action, ActionKind, Command, Field, PersonName, Quote, Status};
 use super::forms::{ContactForm, FamilyForm, FormContext, GeographicForm, SectionForm};
-use super::forms::{field_errors, input_name};
+use super::forms::{InputName, field_errors};
 use super::service::CommandError;
 use super::summary::{self, QuoteSummary};
 use crate::identity::{Agent, CurrentUser};
@@ -149,7 +149,7 @@ async fn start_quote(
         Ok(name) => name,
         Err(message) => {
             let mut errors = FieldErrors::default();
-            errors.push(input_name(Field::ApplicantName), message);
+            errors.push(Field::ApplicantName.input_name(), message);
             let page = NewQuotePage {
                 layout: user.layout(),
                 quote_id,
@@ -379,10 +379,11 @@ struct ReviewPage {
 impl ReviewPage {
     /// Where a "Change" link lands: the answer's input on its section's page.
     fn input_of(&self, field: &Field) -> String {
-        input_name(match field {
+        match field {
             Field::Children => Field::Child(0),
             other => *other,
-        })
+        }
+        .input_name()
     }
 }
 

@@ -67,10 +67,10 @@ impl FieldErrors {
     }
 
     /// The first message for the input named `field`.
-    pub fn message_for(&self, field: &str) -> Option<&str> {
+    pub fn message_for(&self, field: impl AsRef<str>) -> Option<&str> {
         self.0
             .iter()
-            .find(|error| error.field == field)
+            .find(|error| error.field == field.as_ref())
             .map(|error| error.message.as_str())
     }
 
