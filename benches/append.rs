@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{load_average, millis, number, share};
+use common::{WholeRun, millis, number, percentile, share};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,10 +164,8 @@ impl Measured {
         self.operations as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Nearest-rank percentile.
     fn percentile(&self, p: f64) -> Duration {
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, p)
     }
 }
 
@@ -464,27 +462,7 @@ async fn bench_sqlite(args: &Args) -> anyhow::Result<Vec<Measured>> {
     let path = folder.path().join("bench.db");
     let options = SqliteConnectOptions::new().filename(&path);
     let db = Db::connect_sqlite(options.clone()).await?;
-    let Backend::Sqlite(pool) = &db else {
-        unreachable!()
-    };
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(pool)
-        .await?;
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(pool)
-        .await?;
-    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-        .fetch_one(pool)
-        .await?;
-    println!(
-        "sqlite {version}: {} (journal_mode={mode}, synchronous={})",
-        path.display(),
-        match sync {
-            2 => "FULL".to_owned(),
-            3 => "EXTRA".to_owned(),
-            other => other.to_string(),
-        }
-    );
+    common::describe_sqlite(&db, &path).await?;
     let results = measure(&db, args).await;
     db.close().await;
     results
@@ -492,19 +470,13 @@ async fn bench_sqlite(args: &Args) -> anyhow::Result<Vec<Measured>> {
 
 /// Ok(None) with the reason printed when the server cannot be reached.
 async fn bench_postgres(args: &Args) -> anyhow::Result<Option<Vec<Measured>>> {
-    let Some(bench_schema) = common::BenchSchema::create("bench_append").await? else {
-        return Ok(None);
-    };
-    let options = bench_schema.options.clone();
-    let results = async {
+    common::BenchSchema::run("bench_append", |options| async move {
         let db = Db::connect_postgres(options).await?;
         let results = measure(&db, args).await;
         db.close().await;
         results
-    }
-    .await;
-    bench_schema.drop().await?;
-    results.map(Some)
+    })
+    .await
 }
 
 fn print_table(backend: &str, results: &[Measured]) {
@@ -583,9 +555,7 @@ async fn main() -> anyhow::Result<()> {
         args.writers,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    // Other work on the machine moves these figures: the load says whether there was any.
-    let load_before = load_average();
-    let began = Instant::now();
+    let whole_run = WholeRun::start();
     let mut tables = Vec::new();
     if matches!(args.backend.as_str(), "sqlite" | "both") {
         tables.push(("sqlite", bench_sqlite(&args).await?));
@@ -598,11 +568,6 @@ async fn main() -> anyhow::Result<()> {
     for (backend, results) in &tables {
         print_table(backend, results);
     }
-    println!(
-        "\nwhole run: {:.1} s; load average before {}, after {}",
-        began.elapsed().as_secs_f64(),
-        load_before,
-        load_average()
-    );
+    whole_run.finish();
     Ok(())
 }

@@ -1,10 +1,14 @@
-//! What the benchmarks share: a PostgreSQL schema of their own, argument parsing and
-//! output helpers. Not every benchmark uses every piece.
+//! What the benchmarks share: a PostgreSQL schema of their own, the SQLite settings
+//! they print, argument parsing, and the figures and output helpers. Not every
+//! benchmark uses every piece.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use quoteline::db::{Backend, Db};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -12,7 +16,7 @@ use uuid::Uuid;
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A fresh schema on the benchmark server (`QUOTELINE_BENCH_POSTGRES`, default the
-/// local test server), reached through `search_path`; dropped by [`BenchSchema::drop`].
+/// local test server), reached through `search_path`.
 pub struct BenchSchema {
     admin: PgConnection,
     schema: String,
@@ -21,6 +25,22 @@ pub struct BenchSchema {
 }
 
 impl BenchSchema {
+    /// Runs `work` with the options of a fresh schema, then drops the schema whether
+    /// `work` succeeded or not. `Ok(None)`, with the reason printed, when the server
+    /// cannot be reached: a run of both backends still gives SQLite's figures.
+    pub async fn run<T, F, Fut>(prefix: &str, work: F) -> anyhow::Result<Option<T>>
+    where
+        F: FnOnce(PgConnectOptions) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let Some(bench_schema) = BenchSchema::create(prefix).await? else {
+            return Ok(None);
+        };
+        let outcome = work(bench_schema.options.clone()).await;
+        bench_schema.drop().await?;
+        outcome.map(Some)
+    }
+
     /// `Ok(None)`, with the reason printed, when the server cannot be reached.
     pub async fn create(prefix: &str) -> anyhow::Result<Option<BenchSchema>> {
         let url = std::env::var("QUOTELINE_BENCH_POSTGRES")
@@ -68,6 +88,33 @@ impl BenchSchema {
     }
 }
 
+/// Prints the SQLite version and the durability the pool's connections were given,
+/// since the figures mean little without them.
+pub async fn describe_sqlite(db: &Db, path: &Path) -> anyhow::Result<()> {
+    let Backend::Sqlite(pool) = db else {
+        anyhow::bail!("not a SQLite database");
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await?;
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await?;
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(pool)
+        .await?;
+    println!(
+        "sqlite {version}: {} (journal_mode={mode}, synchronous={})",
+        path.display(),
+        match sync {
+            2 => "FULL".to_owned(),
+            3 => "EXTRA".to_owned(),
+            other => other.to_string(),
+        }
+    );
+    Ok(())
+}
+
 /// A count from the command line; `_` and `,` may group digits.
 pub fn number(text: &str) -> Result<usize, String> {
     text.trim()
@@ -81,6 +128,12 @@ pub fn share(total: usize, parts: usize, part: usize) -> usize {
     total / parts + usize::from(part < total % parts)
 }
 
+/// Nearest-rank percentile of latencies sorted in ascending order.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub fn millis(duration: Duration) -> String {
     format!("{:.2}", duration.as_secs_f64() * 1e3)
 }
@@ -91,4 +144,29 @@ pub fn load_average() -> String {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
+}
+
+/// A whole run's length and the machine's load before and after it: other work on
+/// the machine moves the figures, and the load says whether there was any.
+pub struct WholeRun {
+    began: Instant,
+    load_before: String,
+}
+
+impl WholeRun {
+    pub fn start() -> WholeRun {
+        WholeRun {
+            load_before: load_average(),
+            began: Instant::now(),
+        }
+    }
+
+    pub fn finish(self) {
+        println!(
+            "\nwhole run: {:.1} s; load average before {}, after {}",
+            self.began.elapsed().as_secs_f64(),
+            self.load_before,
+            load_average()
+        );
+    }
 }
