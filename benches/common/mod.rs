@@ -1,6 +1,6 @@
-//! What the benchmarks share: a PostgreSQL schema of their own, the SQLite settings
-//! they print, argument parsing, and the figures and output helpers. Not every
-//! benchmark uses every piece.
+//! What the benchmarks share: the command-line pieces every one accepts, a
+//! PostgreSQL schema of their own, the SQLite settings they print, and the figures
+//! and output helpers. Not every benchmark uses every piece.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -14,6 +14,41 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The end of every benchmark's `--help`.
+pub fn postgres_help() -> String {
+    format!("PostgreSQL: QUOTELINE_BENCH_POSTGRES (default {DEFAULT_POSTGRES_URL})")
+}
+
+/// Which backends a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backends {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Backends {
+    pub fn sqlite(self) -> bool {
+        matches!(self, Backends::Sqlite | Backends::Both)
+    }
+
+    pub fn postgres(self) -> bool {
+        matches!(self, Backends::Postgres | Backends::Both)
+    }
+}
+
+/// The arguments every benchmark takes.
+#[derive(clap::Args, Debug)]
+pub struct CommonArgs {
+    /// The backends to measure.
+    #[arg(long, value_enum, default_value_t = Backends::Both)]
+    pub backend: Backends,
+    // `cargo bench` passes `--bench` to every benchmark built with `harness = false`:
+    // accepted so that it is not an unknown argument, and otherwise ignored.
+    #[arg(long = "bench", hide = true)]
+    bench: bool,
+}
 
 /// A fresh schema on the benchmark server (`QUOTELINE_BENCH_POSTGRES`, default the
 /// local test server), reached through `search_path`.
@@ -121,6 +156,14 @@ pub fn number(text: &str) -> Result<usize, String> {
         .replace(['_', ','], "")
         .parse()
         .map_err(|_| format!("not a number: {text}"))
+}
+
+/// A count from the command line that must be at least 1.
+pub fn positive(text: &str) -> Result<usize, String> {
+    match number(text)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
 }
 
 /// Splits `total` operations over `parts` as evenly as whole numbers allow.

@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench pages -- [--backend sqlite|postgres|both] [--requests N]
 //! [--concurrency C] [--queued N] [--events N] [--warmup N] [--seconds S]
-//! [--deep-page N] [--encoding VALUE]`
+//! [--deep-page N] [--encoding VALUE]` (`--help` says what each means)
 //!
 //! Per backend, on a fresh database (a SQLite file in a temporary folder; a fresh
 //! PostgreSQL schema, dropped at the end):
@@ -39,11 +39,12 @@ mod reads;
 mod report;
 mod seed;
 
-use common::{WholeRun, load_average, number};
+use common::{CommonArgs, WholeRun, load_average, number, positive};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use quoteline::db::{Backend, Db};
 use reqwest::header::HeaderValue;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -58,98 +59,59 @@ use report::{
 };
 use seed::{AGENTS, Seeding, agent_name};
 
-const USAGE: &str = "usage: cargo bench --bench pages -- [--backend sqlite|postgres|both] \
-     [--requests N] [--concurrency C] [--queued N] [--events N] [--warmup N] \
-     [--seconds S] [--deep-page N] [--encoding VALUE]\n\
-     --requests: timed requests per path (default 10000), stopped early after --seconds \
-     (default 3); --warmup: untimed requests before each path (default requests/10, \
-     at most 1 s)\n\
-     --queued: quotes waiting for a decision (default 100000); --events: seed decided \
-     quotes until the store holds at least this many events (default 0: only the \
-     queued quotes' 6 events each and the timeline quotes)\n\
-     --deep-page: the queue page (1-based) to measure by following Next page links \
-     (default the middle page); --encoding: the Accept-Encoding the clients send \
-     (default \"gzip, deflate, br, zstd\", as a browser does; \"identity\" for none)\n\
-     PostgreSQL: QUOTELINE_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)";
-
 /// What every client sends as Accept-Encoding unless told otherwise: Chrome's.
 const BROWSER_ENCODING: &str = "gzip, deflate, br, zstd";
 
+/// The page benchmarks (DESIGN.md §8): the queue, the task list, the timeline and
+/// the section POST over HTTP, under C concurrent signed-in browsers.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pages",
+    bin_name = "cargo bench --bench pages --",
+    after_help = common::postgres_help(),
+    args_override_self = true
+)]
 struct Args {
-    backend: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Timed requests per path, stopped early after --seconds.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = positive)]
     requests: usize,
+    /// Concurrent clients, each a browser with a session of its own.
+    #[arg(long, value_name = "C", default_value = "16", value_parser = positive)]
     concurrency: usize,
+    /// Quotes waiting for a decision.
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = positive)]
     queued: usize,
+    /// Seed decided quotes until the store holds at least this many events (0: only
+    /// the queued quotes' 6 events each and the timeline quotes).
+    #[arg(long, value_name = "N", default_value = "0", value_parser = number)]
     events: usize,
+    /// Untimed requests before each path, for at most 1 s [default: requests/10, at
+    /// least 100]
+    #[arg(long, value_name = "N", value_parser = number)]
     warmup: Option<usize>,
+    /// The longest each path's timed requests run, in seconds.
+    #[arg(long, value_name = "S", default_value = "3", value_parser = seconds)]
     seconds: f64,
+    /// The queue page (1-based) to measure by following Next page links [default: the
+    /// middle page]
+    #[arg(long, value_name = "N", value_parser = number)]
     deep_page: Option<usize>,
+    /// The Accept-Encoding the clients send, as a browser does; "identity" for none.
+    #[arg(long, value_name = "VALUE", default_value = BROWSER_ENCODING)]
     encoding: String,
 }
 
-impl Args {
-    fn parse() -> Result<Args, String> {
-        let mut args = Args {
-            backend: "both".into(),
-            requests: 10_000,
-            concurrency: 16,
-            queued: 100_000,
-            events: 0,
-            warmup: None,
-            seconds: 3.0,
-            deep_page: None,
-            encoding: BROWSER_ENCODING.into(),
-        };
-        let mut given = std::env::args().skip(1);
-        while let Some(arg) = given.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (arg.clone(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| given.next())
-                    .ok_or(format!("{name} needs a value"))
-            };
-            match name.as_str() {
-                // cargo bench passes --bench to every bench binary.
-                "--bench" => {}
-                "--backend" => args.backend = value()?,
-                "--requests" => args.requests = number(&value()?)?,
-                "--concurrency" => args.concurrency = number(&value()?)?,
-                "--queued" => args.queued = number(&value()?)?,
-                "--events" => args.events = number(&value()?)?,
-                "--warmup" => args.warmup = Some(number(&value()?)?),
-                "--deep-page" => args.deep_page = Some(number(&value()?)?),
-                "--seconds" => {
-                    args.seconds = value()?
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| *s > 0.0)
-                        .ok_or("--seconds takes a positive number")?
-                }
-                "--encoding" => args.encoding = value()?,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => return Err(format!("unknown argument {other}")),
-            }
-        }
-        if !matches!(args.backend.as_str(), "sqlite" | "postgres" | "both") {
-            return Err(format!(
-                "--backend is sqlite, postgres or both, not {}",
-                args.backend
-            ));
-        }
-        if args.requests == 0 || args.concurrency == 0 || args.queued == 0 {
-            return Err("--requests, --concurrency and --queued must be at least 1".into());
-        }
-        Ok(args)
-    }
+fn seconds(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0)
+        .ok_or_else(|| "takes a positive number".into())
+}
 
+impl Args {
     fn warmup(&self) -> usize {
         self.warmup.unwrap_or((self.requests / 10).max(100))
     }
@@ -482,13 +444,7 @@ async fn bench_postgres(args: &Args, server: Handle) -> anyhow::Result<Option<Re
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = match Args::parse() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     // The server's runtime, as `quoteline serve` would have on this machine, and the
     // load generator's, apart so that each one's CPU time can be read.
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -521,10 +477,10 @@ fn main() -> anyhow::Result<()> {
         );
         let whole_run = WholeRun::start();
         let mut reports = Vec::new();
-        if matches!(args.backend.as_str(), "sqlite" | "both") {
+        if args.common.backend.sqlite() {
             reports.push(bench_sqlite(&args, server.clone()).await?);
         }
-        if matches!(args.backend.as_str(), "postgres" | "both")
+        if args.common.backend.postgres()
             && let Some(report) = bench_postgres(&args, server.clone()).await?
         {
             reports.push(report);
