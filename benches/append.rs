@@ -11,13 +11,14 @@
 
 mod common;
 
-use common::{load_average, millis, number, share};
+use common::{CommonArgs, WholeRun, millis, number, percentile, positive, share};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use clap::Parser;
 use quoteline::db::{Backend, Db};
 use quoteline::eventstore::{
     AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, NewEvent,
@@ -30,10 +31,6 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::Barrier;
 use uuid::Uuid;
-
-const USAGE: &str = "usage: cargo bench --bench append -- [--backend sqlite|postgres|both] \
-     [--events N] [--writers 1,16] [--warmup N]\n\
-     PostgreSQL: QUOTELINE_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432/test)";
 
 /// §8: what append with 16 writers must reach, as a multiple of the raw limit.
 const BUDGET_WRITERS: usize = 16;
@@ -67,61 +64,37 @@ fn payload() -> Value {
     })
 }
 
+/// The event store's append benchmark (DESIGN.md §8): EventStore::append with 1 and
+/// 16 concurrent writers, each beside one INSERT per transaction.
+#[derive(Parser, Debug)]
+#[command(
+    name = "append",
+    bin_name = "cargo bench --bench append --",
+    after_help = common::postgres_help(),
+    args_override_self = true
+)]
 struct Args {
-    backend: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Timed operations per configuration.
+    #[arg(long, value_name = "N", default_value = "5000", value_parser = positive)]
     events: usize,
+    /// Untimed operations before each configuration [default: events/10, at least 100]
+    #[arg(long, value_name = "N", value_parser = number)]
     warmup: Option<usize>,
+    /// Concurrent writers, one configuration each, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        action = clap::ArgAction::Set,
+        default_value = "1,16",
+        value_parser = positive
+    )]
     writers: Vec<usize>,
 }
 
 impl Args {
-    fn parse() -> Result<Args, String> {
-        let mut args = Args {
-            backend: "both".into(),
-            events: 5_000,
-            warmup: None,
-            writers: vec![1, 16],
-        };
-        let mut given = std::env::args().skip(1);
-        while let Some(arg) = given.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (arg.clone(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| given.next())
-                    .ok_or(format!("{name} needs a value"))
-            };
-            match name.as_str() {
-                // cargo bench passes --bench to every bench binary.
-                "--bench" => {}
-                "--backend" => args.backend = value()?,
-                "--events" => args.events = number(&value()?)?,
-                "--warmup" => args.warmup = Some(number(&value()?)?),
-                "--writers" => {
-                    args.writers = value()?.split(',').map(number).collect::<Result<_, _>>()?
-                }
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => return Err(format!("unknown argument {other}")),
-            }
-        }
-        if !matches!(args.backend.as_str(), "sqlite" | "postgres" | "both") {
-            return Err(format!(
-                "--backend is sqlite, postgres or both, not {}",
-                args.backend
-            ));
-        }
-        if args.writers.is_empty() || args.writers.contains(&0) || args.events == 0 {
-            return Err("--events and every --writers count must be at least 1".into());
-        }
-        Ok(args)
-    }
-
     fn warmup(&self) -> usize {
         self.warmup.unwrap_or((self.events / 10).max(100))
     }
@@ -164,10 +137,8 @@ impl Measured {
         self.operations as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Nearest-rank percentile.
     fn percentile(&self, p: f64) -> Duration {
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, p)
     }
 }
 
@@ -464,27 +435,7 @@ async fn bench_sqlite(args: &Args) -> anyhow::Result<Vec<Measured>> {
     let path = folder.path().join("bench.db");
     let options = SqliteConnectOptions::new().filename(&path);
     let db = Db::connect_sqlite(options.clone()).await?;
-    let Backend::Sqlite(pool) = &db else {
-        unreachable!()
-    };
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(pool)
-        .await?;
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(pool)
-        .await?;
-    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-        .fetch_one(pool)
-        .await?;
-    println!(
-        "sqlite {version}: {} (journal_mode={mode}, synchronous={})",
-        path.display(),
-        match sync {
-            2 => "FULL".to_owned(),
-            3 => "EXTRA".to_owned(),
-            other => other.to_string(),
-        }
-    );
+    common::describe_sqlite(&db, &path).await?;
     let results = measure(&db, args).await;
     db.close().await;
     results
@@ -492,19 +443,13 @@ async fn bench_sqlite(args: &Args) -> anyhow::Result<Vec<Measured>> {
 
 /// Ok(None) with the reason printed when the server cannot be reached.
 async fn bench_postgres(args: &Args) -> anyhow::Result<Option<Vec<Measured>>> {
-    let Some(bench_schema) = common::BenchSchema::create("bench_append").await? else {
-        return Ok(None);
-    };
-    let options = bench_schema.options.clone();
-    let results = async {
+    common::BenchSchema::run("bench_append", |options| async move {
         let db = Db::connect_postgres(options).await?;
         let results = measure(&db, args).await;
         db.close().await;
         results
-    }
-    .await;
-    bench_schema.drop().await?;
-    results.map(Some)
+    })
+    .await
 }
 
 fn print_table(backend: &str, results: &[Measured]) {
@@ -569,13 +514,7 @@ fn print_table(backend: &str, results: &[Measured]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = match Args::parse() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     println!(
         "append benchmark: {} events per configuration after {} warm-up, writers {:?}, {} cores",
         args.events,
@@ -583,14 +522,12 @@ async fn main() -> anyhow::Result<()> {
         args.writers,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    // Other work on the machine moves these figures: the load says whether there was any.
-    let load_before = load_average();
-    let began = Instant::now();
+    let whole_run = WholeRun::start();
     let mut tables = Vec::new();
-    if matches!(args.backend.as_str(), "sqlite" | "both") {
+    if args.common.backend.sqlite() {
         tables.push(("sqlite", bench_sqlite(&args).await?));
     }
-    if matches!(args.backend.as_str(), "postgres" | "both")
+    if args.common.backend.postgres()
         && let Some(results) = bench_postgres(&args).await?
     {
         tables.push(("postgres", results));
@@ -598,11 +535,6 @@ async fn main() -> anyhow::Result<()> {
     for (backend, results) in &tables {
         print_table(backend, results);
     }
-    println!(
-        "\nwhole run: {:.1} s; load average before {}, after {}",
-        began.elapsed().as_secs_f64(),
-        load_before,
-        load_average()
-    );
+    whole_run.finish();
     Ok(())
 }
