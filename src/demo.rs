@@ -279,8 +279,8 @@ fn demo_error(error: CommandError) -> anyhow::Error {
 //
 // Each quote's life is planned from its own random generator, seeded from the run's
 // seed and the quote's number, so a plan depends on nothing else: the same seed gives
-// the same quotes (ids, references, answers, statuses and relative times) however the
-// appends interleave. Each command of a life is decided by the aggregate's own
+// the same quotes (references, answers, statuses and times relative to `now`; the ids,
+// UUID v7 of the start, too when `now` is the same) however the appends interleave. Each command of a life is decided by the aggregate's own
 // `decide` on the quote as the commands before it left it; the events of one sitting
 // (one person's commands within half an hour) are appended together through
 // `EventStore::append` with every inline projection, with the expected version, the
