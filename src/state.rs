@@ -6,6 +6,7 @@ use crate::audit::TimelineProjection;
 use crate::db::Db;
 use crate::eventstore::{EventStore, Projector};
 use crate::identity::Sessions;
+use crate::quoting::projection::QuoteProjector;
 use crate::quoting::{QuoteService, QuoteSummaryProjection};
 use crate::underwriting::queue::ApprovalQueueProjection;
 
@@ -23,11 +24,11 @@ impl AppState {
     /// must be kept in the append's transaction.
     pub async fn open(db: Db) -> anyhow::Result<AppState> {
         db.migrate().await?;
-        let projectors: Vec<Arc<dyn Projector>> = vec![
+        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(QuoteProjector::new(vec![
             Arc::new(QuoteSummaryProjection),
             Arc::new(ApprovalQueueProjection),
             Arc::new(TimelineProjection),
-        ];
+        ]))];
         let store = EventStore::new(db.clone(), projectors);
         let quotes = QuoteService::new(store.clone());
         let sessions = Sessions::open(&db).await?;

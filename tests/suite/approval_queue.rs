@@ -3,6 +3,7 @@
 //! backends.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use quoteline::AppState;
@@ -15,6 +16,7 @@ use quoteline::quoting::domain::{
     Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
     QuoteEvent, Status, fold,
 };
+use quoteline::quoting::projection::QuoteProjector;
 use quoteline::underwriting::queue::{
     self, ApprovalQueueProjection, Cursor, QueueFilter, QueueRow, QueueSort,
 };
@@ -405,11 +407,9 @@ async fn rebuild_from_the_log(app: &AppState) {
     conn.execute_plain("UPDATE approval_queue_total SET waiting = 0")
         .await
         .unwrap();
+    let projector = QuoteProjector::new(vec![Arc::new(ApprovalQueueProjection)]);
     for chunk in events.chunks(97) {
-        ApprovalQueueProjection
-            .apply(conn.reborrow(), chunk)
-            .await
-            .unwrap();
+        projector.apply(conn.reborrow(), chunk).await.unwrap();
     }
 }
 

@@ -12,5 +12,6 @@ mod audit;
 mod decisions;
 mod eventstore;
 mod identity;
+mod projections;
 mod quote_service;
 mod web;
