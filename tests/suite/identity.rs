@@ -4,7 +4,11 @@
 use axum::Router;
 use axum::routing::get;
 use chrono::{TimeDelta, Utc};
-use quoteline::identity::{self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor};
+use std::time::Duration;
+
+use quoteline::identity::{
+    self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor, UserCache,
+};
 use quoteline::kernel::Role;
 use quoteline::on_backend;
 
@@ -34,6 +38,9 @@ storage_tests!(
     adding_a_user_twice_is_refused_as_a_duplicate,
     a_password_is_stored_only_as_an_argon2id_hash,
     a_short_or_empty_password_is_refused,
+    a_role_changed_in_this_process_is_seen_by_the_next_request,
+    a_role_changed_by_another_process_is_seen_within_the_time_to_live,
+    the_user_cache_holds_at_most_its_capacity,
 );
 
 async fn signing_in_renews_the_session_and_sends_an_agent_to_their_quotes(test_db: &TestDb) {
@@ -427,6 +434,70 @@ async fn a_short_or_empty_password_is_refused(test_db: &TestDb) {
             .await
             .is_ok()
     );
+}
+
+async fn a_role_changed_in_this_process_is_seen_by_the_next_request(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+
+    identity::add_or_reset_user(
+        &app.state.db,
+        "asha",
+        "a-new-password",
+        &[Role::Underwriter],
+    )
+    .await
+    .unwrap();
+
+    assert_is_redirect_to(&app.get("/").await, "/underwriting/queue");
+    html_page(app.get("/quotes").await, 403).await;
+}
+
+async fn a_role_changed_by_another_process_is_seen_within_the_time_to_live(test_db: &TestDb) {
+    let time_to_live = Duration::from_millis(400);
+    let cache = UserCache::new(100, time_to_live);
+    let db = &test_db.db;
+    let user = identity::add_user(db, "asha", "correct horse battery", &[Role::Agent])
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.find(db, user.id).await.unwrap().unwrap().roles,
+        [Role::Agent]
+    );
+
+    // Another process's change: straight to the table, past this cache.
+    on_backend!(db, pool => {
+        sqlx::query("UPDATE users SET roles = 'underwriter' WHERE id = $1")
+            .bind(user.id)
+            .execute(pool)
+            .await
+            .map(drop)
+    })
+    .unwrap();
+    let meanwhile = cache.find(db, user.id).await.unwrap().unwrap();
+    tokio::time::sleep(time_to_live + Duration::from_millis(100)).await;
+    let later = cache.find(db, user.id).await.unwrap().unwrap();
+
+    // The bound, not a wish: the old roles for at most the time to live.
+    assert_eq!(meanwhile.roles, [Role::Agent]);
+    assert_eq!(later.roles, [Role::Underwriter]);
+    cache.forget(user.id).await;
+    assert_eq!(cache.entry_count().await, 0);
+}
+
+async fn the_user_cache_holds_at_most_its_capacity(test_db: &TestDb) {
+    let db = &test_db.db;
+    let cache = UserCache::new(4, Duration::from_secs(60));
+    for n in 0..12 {
+        let user = identity::add_user(db, &format!("user{n}"), "long enough", &[Role::Agent])
+            .await
+            .unwrap();
+        assert_eq!(cache.find(db, user.id).await.unwrap(), Some(user));
+    }
+
+    assert!(cache.entry_count().await <= 4);
+    assert_eq!(cache.find(db, uuid::Uuid::now_v7()).await.unwrap(), None);
 }
 
 async fn set_locked_until(app: &TestApp, username: &str, until: chrono::DateTime<Utc>) {
