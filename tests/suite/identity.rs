@@ -6,11 +6,13 @@ use axum::routing::get;
 use chrono::{TimeDelta, Utc};
 use std::time::Duration;
 
+use quoteline::identity::sessions::SessionCache;
 use quoteline::identity::{
     self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor, UserCache,
 };
 use quoteline::kernel::Role;
 use quoteline::on_backend;
+use quoteline::state::Caches;
 
 use crate::support::{
     TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, session_cookie,
@@ -28,6 +30,7 @@ storage_tests!(
     a_signed_out_visitor_is_sent_to_sign_in,
     the_session_cookie_is_http_only_and_same_site_lax,
     signing_out_ends_the_session_in_the_store,
+    signing_out_in_another_process_ends_the_session_here_within_the_cache_time,
     a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing,
     a_post_with_a_wrong_csrf_token_is_refused,
     a_post_from_another_site_is_refused_even_with_the_right_token,
@@ -248,6 +251,38 @@ async fn signing_out_ends_the_session_in_the_store(test_db: &TestDb) {
         .await
         .unwrap();
     assert_is_redirect_to(&replayed, "/login");
+}
+
+async fn signing_out_in_another_process_ends_the_session_here_within_the_cache_time(
+    test_db: &TestDb,
+) {
+    let time_to_live = Duration::from_millis(500);
+    let caches = Caches {
+        sessions: SessionCache {
+            capacity: 100,
+            time_to_live,
+        },
+        ..Caches::default()
+    };
+    let open = || quoteline::AppState::open_with(test_db.db.clone(), caches);
+    let a = TestApp::spawn_state(open().await.unwrap()).await;
+    let b = TestApp::spawn_state(open().await.unwrap()).await;
+    let password = a.add_user("asha", &[Role::Agent]).await;
+    let session = session_cookie(&a.sign_in("asha", &password).await).unwrap();
+    let with_cookie = |app: &TestApp| {
+        TestApp::browser()
+            .get(app.url("/"))
+            .header("cookie", format!("quoteline_session={session}"))
+            .send()
+    };
+    // B reads the session (and keeps it).
+    assert_is_redirect_to(&with_cookie(&b).await.unwrap(), "/quotes");
+
+    assert_is_redirect_to(&a.post_form("/logout", &[]).await, "/login");
+    tokio::time::sleep(time_to_live + Duration::from_millis(200)).await;
+
+    assert_is_redirect_to(&with_cookie(&b).await.unwrap(), "/login");
+    assert_is_redirect_to(&with_cookie(&a).await.unwrap(), "/login");
 }
 
 async fn a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing(test_db: &TestDb) {
