@@ -1,4 +1,4 @@
-//! The event store's append benchmark (docs/ARCHITECTURE.md §8): EventStore::append with 1 and
+//! The event store's append benchmark (docs/ARCHITECTURE.md §9): EventStore::append with 1 and
 //! 16 concurrent writers, each beside the raw limit measured in the same run, one
 //! INSERT per transaction of an events row on 1 and 16 connections.
 //!
@@ -64,7 +64,7 @@ fn payload() -> Value {
     })
 }
 
-/// The event store's append benchmark (docs/ARCHITECTURE.md §8): EventStore::append with 1 and
+/// The event store's append benchmark (docs/ARCHITECTURE.md §9): EventStore::append with 1 and
 /// 16 concurrent writers, each beside one INSERT per transaction.
 #[derive(Parser, Debug)]
 #[command(

@@ -1,5 +1,5 @@
 //! Who is asking: the signed-in person as an extractor, and the role guards every
-//! other context puts in its handlers' arguments (docs/ARCHITECTURE.md §7).
+//! other context puts in its handlers' arguments (docs/ARCHITECTURE.md §8).
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
