@@ -10,8 +10,10 @@ use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower_http::CompressionLevel;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -98,7 +100,17 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CompressionLayer::new()),
+            .layer(
+                // Small bodies cost more to compress than they save on the wire.
+                CompressionLayer::new()
+                    .quality(CompressionLevel::Fastest)
+                    .compress_when(
+                        SizeAbove::new(1024)
+                            .and(NotForContentType::GRPC)
+                            .and(NotForContentType::IMAGES)
+                            .and(NotForContentType::SSE),
+                    ),
+            ),
     )
 }
 

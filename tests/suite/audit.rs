@@ -31,6 +31,7 @@ storage_tests!(
     tampering_is_reported_by_the_library_the_page_and_the_command,
     no_post_route_accepts_an_auditor_and_an_auditor_writes_nothing,
     auditors_filter_and_page_the_log_and_others_are_refused,
+    a_long_timeline_is_read_fifty_events_a_page,
 );
 
 // ----- Arrange -----------------------------------------------------------------------
@@ -1003,4 +1004,33 @@ async fn auditors_filter_and_page_the_log_and_others_are_refused(test_db: &TestD
         200,
     )
     .await;
+}
+
+async fn a_long_timeline_is_read_fifty_events_a_page(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let id = long_quote(&app.state, "Q-LONG02", 120).await;
+    app.sign_in_as("audrey", &[Role::Auditor]).await;
+    let timeline = format!("/quotes/{id}/timeline");
+
+    let newest = html_page(app.get(&timeline).await, 200).await;
+    let versions =
+        |body: &str| -> Vec<i64> { timeline_entries(body).iter().map(|e| e.version).collect() };
+    assert_eq!(versions(&newest), (71..=120).rev().collect::<Vec<_>>());
+    assert!(!newest.contains(">Newest events<"), "already the newest");
+    let older = format!("{timeline}?before=71");
+    assert!(
+        newest.contains(&format!(r#"href="{older}""#)),
+        "links to older events"
+    );
+
+    let middle = html_page(app.get(&older).await, 200).await;
+    assert_eq!(versions(&middle), (21..=70).rev().collect::<Vec<_>>());
+    assert!(middle.contains(">Newest events<"));
+
+    let oldest = html_page(app.get(&format!("{timeline}?before=21")).await, 200).await;
+    assert_eq!(versions(&oldest), (1..=20).rev().collect::<Vec<_>>());
+    assert!(
+        !oldest.contains("Older events"),
+        "nothing older than the first event"
+    );
 }
