@@ -28,6 +28,7 @@ storage_tests!(
     as_of_shows_the_quote_exactly_as_its_first_n_events_fold,
     exports_contain_exactly_the_filtered_events_and_survive_commas_quotes_and_line_breaks,
     a_large_export_is_written_a_page_at_a_time_while_it_is_still_being_read,
+    a_reason_that_looks_like_a_formula_is_exported_to_csv_as_text,
     tampering_is_reported_by_the_library_the_page_and_the_command,
     no_post_route_accepts_an_auditor_and_an_auditor_writes_nothing,
     auditors_filter_and_page_the_log_and_others_are_refused,
@@ -599,6 +600,32 @@ async fn exports_contain_exactly_the_filtered_events_and_survive_commas_quotes_a
     agent_browser.sign_in_as("asha", &[Role::Agent]).await;
     html_page(agent_browser.get("/audit/export.csv").await, 403).await;
     html_page(agent_browser.get("/audit/export.jsonl").await, 403).await;
+}
+
+/// A spreadsheet runs a CSV cell that starts with `=` as a formula; the CSV export
+/// starts such a cell with a quote (OWASP), and JSON Lines keeps the text as it is.
+async fn a_reason_that_looks_like_a_formula_is_exported_to_csv_as_text(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let state = &app.state;
+    let formula = "=cmd|' /C calc'!A0";
+    let id = submitted(state, &agent("asha"), "Meera Iyer").await;
+    act(
+        state,
+        id,
+        &uma(),
+        Action::Reject {
+            reason: text(formula),
+        },
+    )
+    .await;
+    app.sign_in_as("audrey", &[Role::Auditor]).await;
+
+    let rows = csv_rows(&app, "event_type=QuoteRejected").await;
+    let lines = json_rows(&app, "event_type=QuoteRejected").await;
+
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["detail"], format!("'{formula}"));
+    assert_eq!(lines[0]["detail"], formula);
 }
 
 /// An auditor's session cookie, for requests sent to the router in process.
