@@ -1,5 +1,7 @@
 //! The web frame: health, error pages and the middleware stack.
 
+use quoteline::kernel::Role;
+
 use crate::support::{TestApp, TestDb, html_page};
 
 storage_tests!(
@@ -7,6 +9,7 @@ storage_tests!(
     an_unknown_address_gets_a_not_found_page,
     a_body_over_the_limit_is_refused_with_a_page_before_it_is_read,
     only_bodies_over_a_kilobyte_are_compressed,
+    no_response_but_a_static_file_may_be_stored_by_a_cache,
 );
 
 async fn the_health_check_answers_when_the_database_does(test_db: &TestDb) {
@@ -66,4 +69,49 @@ async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
         "a stylesheet of {} bytes is compressed",
         include_str!("../../static/style.css").len()
     );
+}
+
+/// Pages show personal data: no browser or proxy may keep a copy. Static files may.
+async fn no_response_but_a_static_file_may_be_stored_by_a_cache(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let cache_control = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let signed_out = app.get("/quotes").await;
+    assert_eq!(signed_out.status().as_u16(), 303);
+    let mut responses = vec![
+        ("/login".to_owned(), app.get("/login").await),
+        ("/healthz".to_owned(), app.get("/healthz").await),
+        ("/no/such/page".to_owned(), app.get("/no/such/page").await),
+        ("/quotes signed out".to_owned(), signed_out),
+    ];
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    for path in ["/quotes", "/quotes/new", "/static/nowhere.css"] {
+        responses.push((path.to_owned(), app.get(path).await));
+    }
+    let password = app.add_user("bina", &[Role::Agent]).await;
+    let signed_in = app.new_browser().sign_in("bina", &password).await;
+    assert_eq!(signed_in.status().as_u16(), 303);
+    responses.push(("POST /login".to_owned(), signed_in));
+
+    for (what, response) in &responses {
+        assert_eq!(
+            cache_control(response).as_deref(),
+            Some("no-store"),
+            "{what}: {}",
+            response.status()
+        );
+    }
+    for path in ["/static/style.css", "/static/favicon.svg"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            cache_control(&response).as_deref(),
+            Some("public, max-age=3600"),
+            "{path}"
+        );
+    }
 }
