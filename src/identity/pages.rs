@@ -2,7 +2,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,7 +17,7 @@ use super::throttle::{wait_in_words, whole_seconds};
 use super::users::{self, SignIn, UserCache};
 use crate::kernel::Role;
 use crate::state::AppState;
-use crate::web::{AppError, Layout};
+use crate::web::{AppError, Form, Layout};
 
 const WRONG_CREDENTIALS: &str = "Enter a correct username and password";
 
