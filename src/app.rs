@@ -71,8 +71,13 @@ async fn quote_page(
 pub fn middleware(router: Router, sessions: &Sessions) -> Router {
     // Innermost, next to the handlers: the form's CSRF token is checked against the
     // session, which the session layer loads; requests a browser marks as cross-site
-    // are refused before either is touched.
-    let router = sessions.layer(router.layer(from_fn(csrf::verify_form_token)));
+    // are refused before either is touched. `layer` wraps every method a route has
+    // and also its 405 fallback; that fallback is replaced after it, unwrapped, so a
+    // method the route does not have gets 405 and `Allow` before any token check.
+    let router = router
+        .layer(from_fn(csrf::verify_form_token))
+        .method_not_allowed_fallback(method_not_allowed);
+    let router = sessions.layer(router);
     let router = router.layer(csrf::cross_origin_layer());
 
     // Layers that make their own error responses sit inside `html_error_pages`, so
@@ -112,6 +117,11 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
                     ),
             ),
     )
+}
+
+/// A method the route does not have. The route adds the `Allow` header.
+async fn method_not_allowed() -> AppError {
+    AppError::for_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// Liveness: the process answers and its database does too.

@@ -1,6 +1,8 @@
 //! The web frame: health, error pages and the middleware stack.
 
 use quoteline::kernel::Role;
+use reqwest::Method;
+use uuid::Uuid;
 
 use crate::support::{TestApp, TestDb, html_page};
 
@@ -10,6 +12,7 @@ storage_tests!(
     a_body_over_the_limit_is_refused_with_a_page_before_it_is_read,
     only_bodies_over_a_kilobyte_are_compressed,
     no_response_but_a_static_file_may_be_stored_by_a_cache,
+    a_method_a_route_does_not_have_gets_405_and_allow_before_any_token_check,
 );
 
 async fn the_health_check_answers_when_the_database_does(test_db: &TestDb) {
@@ -113,5 +116,73 @@ async fn no_response_but_a_static_file_may_be_stored_by_a_cache(test_db: &TestDb
             Some("public, max-age=3600"),
             "{path}"
         );
+    }
+}
+
+/// Routing answers before the form's token is checked: a method the route does not
+/// have is 405 with the methods it does have, not a 403 about an expired form. A
+/// method it has still needs the token.
+async fn a_method_a_route_does_not_have_gets_405_and_allow_before_any_token_check(
+    test_db: &TestDb,
+) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let signed_out = app.new_browser();
+    let id = Uuid::now_v7();
+    let cases = [
+        (Method::DELETE, format!("/quotes/{id}"), "GET,HEAD"),
+        (
+            Method::PUT,
+            format!("/quotes/{id}/geographic"),
+            "GET,HEAD,POST",
+        ),
+        (
+            Method::PATCH,
+            format!("/quotes/{id}/contact"),
+            "GET,HEAD,POST",
+        ),
+        (Method::POST, format!("/quotes/{id}/review"), "GET,HEAD"),
+        (Method::DELETE, "/login".to_owned(), "GET,HEAD,POST"),
+        (Method::PUT, "/audit/verify".to_owned(), "GET,HEAD,POST"),
+        (Method::POST, "/healthz".to_owned(), "GET,HEAD"),
+        (Method::GET, "/logout".to_owned(), "POST"),
+    ];
+
+    for browser in [&app, &signed_out] {
+        for (method, path, allowed) in &cases {
+            let response = browser
+                .client
+                .request(method.clone(), browser.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("city=Pune")
+                .send()
+                .await
+                .unwrap();
+            let allow = response
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let mut allow: Vec<String> = allow
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow header"))
+                .split(',')
+                .map(|m| m.trim().to_owned())
+                .collect();
+            allow.sort();
+            let body = html_page(response, 405).await;
+            assert_eq!(allow.join(","), *allowed, "{method} {path}");
+            assert!(body.contains("<h1>"), "{method} {path}: {body}");
+        }
+    }
+
+    for path in [format!("/quotes/{id}/geographic"), "/logout".to_owned()] {
+        let response = app
+            .client
+            .post(app.url(&path))
+            .form(&[("city", "Pune")])
+            .send()
+            .await
+            .unwrap();
+        let body = html_page(response, 403).await;
+        assert!(body.contains("This form has expired"), "{path}: {body}");
     }
 }
