@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
+use quoteline::demo::{self, Size};
 use quoteline::identity::{self, AddUserError};
 use quoteline::kernel::Role;
 use quoteline::{AppState, router};
@@ -33,12 +35,29 @@ enum Command {
         #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
         bind: String,
     },
-    /// Create or open the database, add demo people of every role and a dozen demo
-    /// quotes, print the sign-ins, and serve
+    /// Create or open the database, add demo people of every role and (on a database
+    /// without quotes) a dozen demo quotes or N generated ones, print the sign-ins, and
+    /// serve
     Demo {
         /// Address to listen on
         #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
         bind: String,
+        /// Generate this many quotes, in a realistic mix of statuses and histories,
+        /// instead of the dozen demo quotes
+        #[arg(long, value_name = "N", conflicts_with = "events")]
+        quotes: Option<usize>,
+        /// Generate quotes until the store holds at least N events
+        #[arg(long, value_name = "N")]
+        events: Option<u64>,
+        /// The generator's seed: the same seed gives the same quotes
+        #[arg(long, value_name = "N", default_value = "1")]
+        seed: u64,
+        /// Stop once the data is written, without serving
+        #[arg(long)]
+        no_serve: bool,
+        /// No progress bar (there is none either when standard output is not a terminal)
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Apply the database migrations and exit
     Migrate,
@@ -100,11 +119,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(state, &bind).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { bind } => {
+        Command::Demo {
+            bind,
+            quotes,
+            events,
+            seed,
+            no_serve,
+            quiet,
+        } => {
             let state = AppState::open(db).await?;
-            let sign_ins = quoteline::demo::seed(&state).await?;
+            let size = match (quotes, events) {
+                (Some(quotes), _) => Some(Size::Quotes(quotes)),
+                (None, Some(events)) => Some(Size::Events(events)),
+                (None, None) => None,
+            };
+            let sign_ins = match size {
+                None => demo::seed(&state).await?,
+                Some(size) => {
+                    let sign_ins = demo::add_people(&state).await?;
+                    generate(&state, size, seed, quiet).await?;
+                    sign_ins
+                }
+            };
             print_sign_ins(&sign_ins, &bind);
-            serve(state, &bind).await?;
+            if no_serve {
+                // Checkpoints SQLite's write-ahead log into the database file.
+                state.db.close().await;
+            } else {
+                serve(state, &bind).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::User {
@@ -177,6 +220,58 @@ fn read_password() -> std::io::Result<String> {
     stdin.lock().read_line(&mut line)?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
+}
+
+/// `demo --quotes N` / `--events N`: the generated quotes, with a progress bar on a
+/// terminal, into a database that has no quotes yet.
+async fn generate(state: &AppState, size: Size, seed: u64, quiet: bool) -> anyhow::Result<()> {
+    let existing = demo::quote_count(state).await?;
+    if existing > 0 {
+        println!(
+            "The database holds {existing} quotes already, so none were generated \
+             (generate into a new database)."
+        );
+        return Ok(());
+    }
+    let (length, unit) = match size {
+        Size::Quotes(quotes) => (quotes as u64, "quotes"),
+        Size::Events(events) => (events, "events"),
+    };
+    let progress = if quiet || !std::io::stdout().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stdout());
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {unit} \
+                 ({{per_sec}}, {{eta}} left)"
+            ))?
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let options = demo::Generate {
+        size,
+        seed,
+        now: chrono::Utc::now(),
+    };
+    let generated = demo::generate(&state.store, options, &progress).await?;
+    progress.finish_and_clear();
+    println!(
+        "Generated {} quotes with seed {seed}: {} events in {} appends in {:.1} s \
+         ({:.0} events/s).",
+        generated.quotes,
+        generated.events,
+        generated.appends,
+        generated.took.as_secs_f64(),
+        generated.events_per_second()
+    );
+    println!(
+        "Statuses: {}; {} referred back at least once.",
+        generated.mix(),
+        generated.referred
+    );
+    Ok(())
 }
 
 fn print_sign_ins(sign_ins: &[quoteline::demo::DemoSignIn], bind: &str) {

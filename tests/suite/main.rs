@@ -10,6 +10,7 @@ mod agent_pages;
 mod approval_queue;
 mod audit;
 mod decisions;
+mod demo;
 mod eventstore;
 mod identity;
 mod projections;
