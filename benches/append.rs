@@ -1,4 +1,4 @@
-//! The event store's append benchmark (docs/ARCHITECTURE.md §8): EventStore::append with 1 and
+//! The event store's append benchmark (docs/ARCHITECTURE.md §9): EventStore::append with 1 and
 //! 16 concurrent writers, each beside the raw limit measured in the same run, one
 //! INSERT per transaction of an events row on 1 and 16 connections.
 //!
@@ -32,7 +32,7 @@ use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-/// §8: what append with 16 writers must reach, as a multiple of the raw limit.
+/// §9: what append with 16 writers must reach, as a multiple of the raw limit.
 const BUDGET_WRITERS: usize = 16;
 
 fn budget(backend: &str) -> f64 {
@@ -64,7 +64,7 @@ fn payload() -> Value {
     })
 }
 
-/// The event store's append benchmark (docs/ARCHITECTURE.md §8): EventStore::append with 1 and
+/// The event store's append benchmark (docs/ARCHITECTURE.md §9): EventStore::append with 1 and
 /// 16 concurrent writers, each beside one INSERT per transaction.
 #[derive(Parser, Debug)]
 #[command(
@@ -484,7 +484,7 @@ fn print_table(backend: &str, results: &[Measured]) {
         println!("({backend}: no {BUDGET_WRITERS}-writer append measured, no budget check)");
         return;
     };
-    // §8's baseline is one INSERT per transaction from one connection; the same on
+    // §9's baseline is one INSERT per transaction from one connection; the same on
     // 16 connections is shown beside it, since PostgreSQL commits those in groups of
     // its own while SQLite's busy timeout makes them sleep.
     let budget = budget(backend);
@@ -492,7 +492,7 @@ fn print_table(backend: &str, results: &[Measured]) {
         let ratio = store.rate() / raw.rate();
         println!(
             "{backend} budget: append with {BUDGET_WRITERS} writers / raw INSERT per txn on 1 connection \
-             = {:.0} / {:.0} = {ratio:.2}x; §8 asks >= {budget}x: {}",
+             = {:.0} / {:.0} = {ratio:.2}x; §9 asks >= {budget}x: {}",
             store.rate(),
             raw.rate(),
             if ratio >= budget { "met" } else { "NOT MET" },

@@ -10,8 +10,10 @@ use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower_http::CompressionLevel;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -69,8 +71,13 @@ async fn quote_page(
 pub fn middleware(router: Router, sessions: &Sessions) -> Router {
     // Innermost, next to the handlers: the form's CSRF token is checked against the
     // session, which the session layer loads; requests a browser marks as cross-site
-    // are refused before either is touched.
-    let router = sessions.layer(router.layer(from_fn(csrf::verify_form_token)));
+    // are refused before either is touched. `layer` wraps every method a route has
+    // and also its 405 fallback; that fallback is replaced after it, unwrapped, so a
+    // method the route does not have gets 405 and `Allow` before any token check.
+    let router = router
+        .layer(from_fn(csrf::verify_form_token))
+        .method_not_allowed_fallback(method_not_allowed);
+    let router = sessions.layer(router);
     let router = router.layer(csrf::cross_origin_layer());
 
     // Layers that make their own error responses sit inside `html_error_pages`, so
@@ -98,8 +105,23 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CompressionLayer::new()),
+            .layer(
+                // Small bodies cost more to compress than they save on the wire.
+                CompressionLayer::new()
+                    .quality(CompressionLevel::Fastest)
+                    .compress_when(
+                        SizeAbove::new(1024)
+                            .and(NotForContentType::GRPC)
+                            .and(NotForContentType::IMAGES)
+                            .and(NotForContentType::SSE),
+                    ),
+            ),
     )
+}
+
+/// A method the route does not have. The route adds the `Allow` header.
+async fn method_not_allowed() -> AppError {
+    AppError::for_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// Liveness: the process answers and its database does too.

@@ -1,4 +1,4 @@
-//! The page benchmarks (docs/ARCHITECTURE.md §8): the app served in-process on 127.0.0.1:0 with
+//! The page benchmarks (docs/ARCHITECTURE.md §9): the app served in-process on 127.0.0.1:0 with
 //! its real router and middleware (sessions, CSRF, compression), under a closed-loop
 //! load of C concurrent signed-in browsers, each with a session of its own.
 //!
@@ -62,7 +62,7 @@ use seed::{AGENTS, Seeding, agent_name};
 /// What every client sends as Accept-Encoding unless told otherwise: Chrome's.
 const BROWSER_ENCODING: &str = "gzip, deflate, br, zstd";
 
-/// The page benchmarks (docs/ARCHITECTURE.md §8): the queue, the task list, the timeline and
+/// The page benchmarks (docs/ARCHITECTURE.md §9): the queue, the task list, the timeline and
 /// the section POST over HTTP, under C concurrent signed-in browsers.
 #[derive(Parser, Debug)]
 #[command(

@@ -1,4 +1,4 @@
-//! The figures of each path, the §8 budgets they are held to, and how they are
+//! The figures of each path, the §9 budgets they are held to, and how they are
 //! printed: a line per path as it ends, then the tables BENCHMARKS.md keeps.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use crate::common::{millis, percentile};
 use crate::load::{Cpu, TICKS_PER_SECOND};
 use crate::seed::Seeded;
 
-/// §8 budgets.
+/// §9 budgets.
 pub const READ_BUDGET: Budget = Budget {
     rps: 20_000.0,
     p99_ms: 10.0,

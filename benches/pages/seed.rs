@@ -25,7 +25,7 @@ pub const PASSWORD: &str = "bench-password-not-secret";
 /// as the first C of them.
 pub const AGENTS: usize = 200;
 
-/// Events in each timeline quote (§8: the 200-event timeline).
+/// Events in each timeline quote (§9: the 200-event timeline).
 pub const TIMELINE_EVENTS: i64 = 200;
 
 /// Appends in flight at once while seeding: enough to fill the writer's batches.

@@ -3,6 +3,8 @@
 //! the next only when the client has taken the last: the server holds at most one
 //! page of an export however many rows it has.
 
+use std::borrow::Cow;
+
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -84,29 +86,46 @@ fn time(entry: &TimelineEntry) -> String {
         .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// First characters that make a spreadsheet read a cell as a formula (OWASP's list
+/// for CSV injection).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell as a spreadsheet will show it: text it would run as a formula starts with
+/// a single quote, which makes it text. Only the CSV export needs this.
+fn neutralised(cell: &str) -> Cow<'_, [u8]> {
+    if cell.starts_with(FORMULA_STARTS) {
+        Cow::Owned([b"'", cell.as_bytes()].concat())
+    } else {
+        Cow::Borrowed(cell.as_bytes())
+    }
+}
+
 fn write_csv(entries: &[TimelineEntry], header: bool) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::with_capacity(entries.len() * 256));
     if header {
         writer.write_record(CSV_HEADER)?;
     }
     for e in entries {
-        writer.write_record([
-            e.position.to_string().as_str(),
-            &time(e),
-            &e.reference,
-            &e.stream_id.to_string(),
-            &e.version.to_string(),
-            &e.event_id.to_string(),
-            &e.event_type,
-            &e.title,
-            &e.actor,
-            &e.actor_role,
-            e.status_before.as_deref().unwrap_or(""),
-            e.status_after.as_deref().unwrap_or(""),
-            e.detail.as_deref().unwrap_or(""),
-            // One change a line; the writer quotes the field.
-            &e.change_lines().join("\n"),
-        ])?;
+        writer.write_record(
+            [
+                e.position.to_string().as_str(),
+                &time(e),
+                &e.reference,
+                &e.stream_id.to_string(),
+                &e.version.to_string(),
+                &e.event_id.to_string(),
+                &e.event_type,
+                &e.title,
+                &e.actor,
+                &e.actor_role,
+                e.status_before.as_deref().unwrap_or(""),
+                e.status_after.as_deref().unwrap_or(""),
+                e.detail.as_deref().unwrap_or(""),
+                // One change a line; the writer quotes the field.
+                &e.change_lines().join("\n"),
+            ]
+            .map(neutralised),
+        )?;
     }
     writer
         .into_inner()
@@ -255,6 +274,61 @@ mod tests {
             text.contains(r#""Applicant name: O'Brien, ""Jim""""#),
             "{text}"
         );
+    }
+
+    /// A change whose new value looks like a formula.
+    fn formula_change() -> FieldChange {
+        FieldChange {
+            field: "City".into(),
+            before: None,
+            after: Some("=1+1".into()),
+        }
+    }
+
+    /// OWASP's rule for CSV injection: a cell a spreadsheet would read as a formula
+    /// starts with a single quote, which shows the text as typed.
+    #[test]
+    fn csv_text_cells_that_a_spreadsheet_would_run_start_with_a_quote() {
+        for payload in [
+            "=cmd|' /C calc'!A0",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1:A2)",
+            "\tx=1",
+            "\rx=1",
+        ] {
+            let mut hostile = entry(payload, formula_change());
+            hostile.actor = payload.into();
+            hostile.title = payload.into();
+            let bytes = write_csv(&[hostile], true).unwrap();
+            let mut reader = csv::Reader::from_reader(bytes.as_slice());
+            let row = reader.records().next().unwrap().unwrap();
+            let cell = |name: &str| {
+                let index = CSV_HEADER.iter().position(|h| *h == name).unwrap();
+                row[index].to_owned()
+            };
+
+            let neutralised = format!("'{payload}");
+            assert_eq!(cell("detail"), neutralised, "{payload:?}");
+            assert_eq!(cell("actor"), neutralised, "{payload:?}");
+            assert_eq!(cell("title"), neutralised, "{payload:?}");
+            assert_eq!(cell("changes"), "City: =1+1", "only a cell's start counts");
+            assert_eq!(cell("position"), "7");
+        }
+        let bytes = write_csv(&[entry("Too risky = no", formula_change())], false).unwrap();
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .contains(",Too risky = no,")
+        );
+    }
+
+    #[test]
+    fn json_lines_keep_text_that_looks_like_a_formula_as_it_is() {
+        let bytes = write_json_lines(&[entry("=cmd|' /C calc'!A0", formula_change())]).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(line["detail"], "=cmd|' /C calc'!A0");
+        assert_eq!(line["changes"][0]["after"], "=1+1");
     }
 
     #[test]

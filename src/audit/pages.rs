@@ -34,8 +34,9 @@ pub fn router() -> Router<AppState> {
         .route("/audit/verify", get(verify_page).post(run_verification))
 }
 
-/// Entries on one page of a quote's timeline.
-pub const TIMELINE_PAGE: i64 = 200;
+/// Entries on one page of a quote's timeline: a page costs what it shows, however
+/// long the history.
+pub const TIMELINE_PAGE: i64 = 50;
 /// Entries on one page of the log.
 pub const LOG_PAGE: i64 = 50;
 

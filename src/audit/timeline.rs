@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use super::changes::{FieldChange, changes};
 use crate::db::{Conn, Db};
-use crate::eventstore::{self, Projector, RecordedEvent};
+use crate::eventstore::{self, ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{Quote, QuoteEvent, Status, evolve};
+use crate::quoting::projection::{Projected, QuoteProjection, by_quote};
 
 /// One row of the timeline.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -93,24 +94,26 @@ fn entry(
     }
 }
 
-const SELECT_STATE: &str =
-    "SELECT version, schema_version, state FROM audit_quote_state WHERE quote_id = $1";
+const SELECT_STATES: &str =
+    "SELECT quote_id, version, schema_version, state FROM audit_quote_state WHERE quote_id IN (";
 
-const UPSERT_STATE: &str = "INSERT INTO audit_quote_state \
-     (quote_id, reference, version, schema_version, state) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (quote_id) DO UPDATE SET reference = excluded.reference, \
-     version = excluded.version, schema_version = excluded.schema_version, state = excluded.state";
+const UPSERT_STATES: &str =
+    "INSERT INTO audit_quote_state (quote_id, reference, version, schema_version, state) ";
+const ON_CONFLICT_REPLACE_STATE: &str = " ON CONFLICT (quote_id) DO UPDATE SET \
+     reference = excluded.reference, version = excluded.version, \
+     schema_version = excluded.schema_version, state = excluded.state";
 
 const INSERT: &str = "INSERT INTO audit_timeline (position, stream_id, version, event_id, \
      event_type, reference, actor, actor_role, recorded_at, title, status_before, status_after, \
      detail, changes) ";
 
-/// Rows per INSERT: one statement for any ordinary append, well inside both
-/// backends' limits on parameters for a long one.
-const INSERT_BATCH: usize = 100;
+/// Rows per statement: one statement for any ordinary batch, well inside both
+/// backends' limits on parameters (14 a timeline row).
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 #[derive(sqlx::FromRow)]
 struct StateRow {
+    quote_id: Uuid,
     version: i64,
     schema_version: i32,
     state: Json<Value>,
@@ -125,67 +128,94 @@ impl StateRow {
     }
 }
 
-fn decode_error(error: serde_json::Error) -> sqlx::Error {
-    sqlx::Error::Decode(error.into())
-}
-
 pub struct TimelineProjection;
 
-impl Projector for TimelineProjection {
+impl QuoteProjection for TimelineProjection {
+    /// For the whole batch: one read of the touched quotes' state rows, one insert
+    /// of every timeline row, one upsert of the new states.
     fn apply<'a>(
         &'a self,
         mut conn: Conn<'a>,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                return Ok(());
-            };
-            let stream_id = first.stream_id;
-            let stored: Option<StateRow> = on_backend!(conn.reborrow(), c => {
-                sqlx::query_as(SELECT_STATE).bind(stream_id).fetch_optional(&mut *c).await?
-            });
-            // Rows exist up to `rows_up_to`; the state is folded up to `folded_to`.
-            let rows_up_to = stored.as_ref().map_or(0, |s| s.version);
-            let (mut quote, folded_to) = match stored.and_then(StateRow::quote) {
-                Some(quote) => (quote, rows_up_to),
-                None => (Quote::default(), 0),
-            };
-
+            let quotes = by_quote(events);
+            let ids: Vec<Uuid> = quotes.iter().map(|(id, _)| *id).collect();
+            let mut stored = states(conn.reborrow(), &ids).await?;
             let mut rows = Vec::with_capacity(events.len());
-            // The stream's history between what the state row has folded and the new
-            // events, read only when the state row is missing or behind.
-            let earlier = match folded_to < first.version - 1 {
-                true => eventstore::read_stream_in(conn.reborrow(), stream_id, folded_to).await?,
-                false => Vec::new(),
-            };
-            let history = earlier.iter().take_while(|e| e.version < first.version);
-            for recorded in history.chain(events) {
-                let event = QuoteEvent::decode(recorded).map_err(decode_error)?;
-                let before = quote.clone();
-                quote = evolve(quote, &event);
-                if recorded.version > rows_up_to {
-                    rows.push(entry(recorded, &event, &before, &quote));
+            let mut states = Vec::with_capacity(quotes.len());
+            for (quote_id, events) in quotes {
+                let stored = stored.remove(&quote_id);
+                // Rows exist up to `rows_up_to`; the state is folded up to `folded_to`.
+                let rows_up_to = stored.as_ref().map_or(0, |s| s.version);
+                let (mut quote, folded_to) = match stored.and_then(StateRow::quote) {
+                    Some(quote) => (quote, rows_up_to),
+                    None => (Quote::default(), 0),
+                };
+                let first = events[0].recorded.version;
+                let last = events[events.len() - 1].recorded.version;
+                // The history between what the state row has folded and the batch's
+                // events, read only when the state row is missing or behind.
+                if folded_to < first - 1 {
+                    let earlier =
+                        eventstore::read_stream_in(conn.reborrow(), quote_id, folded_to).await?;
+                    for recorded in earlier.iter().take_while(|e| e.version < first) {
+                        let event = QuoteEvent::decode(recorded)?;
+                        let before = quote.clone();
+                        quote = evolve(quote, &event);
+                        if recorded.version > rows_up_to {
+                            rows.push(entry(recorded, &event, &before, &quote));
+                        }
+                    }
                 }
+                for projected in events {
+                    let before = quote.clone();
+                    quote = evolve(quote, &projected.event);
+                    if projected.recorded.version > rows_up_to {
+                        rows.push(entry(projected.recorded, &projected.event, &before, &quote));
+                    }
+                }
+                let state = serde_json::to_value(&quote)?;
+                states.push((quote_id, quote.reference, last.max(rows_up_to), state));
             }
-
-            for batch in rows.chunks(INSERT_BATCH) {
-                insert(conn.reborrow(), batch).await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                insert(conn.reborrow(), chunk).await?;
             }
-            let state = serde_json::to_value(&quote).map_err(decode_error)?;
-            on_backend!(conn, c => {
-                sqlx::query(UPSERT_STATE)
-                    .bind(stream_id)
-                    .bind(&quote.reference)
-                    .bind(last.version.max(rows_up_to))
-                    .bind(Quote::SCHEMA_VERSION)
-                    .bind(Json(&state))
-                    .execute(&mut *c)
-                    .await?;
-            });
+            for chunk in states.chunks(ROWS_PER_STATEMENT) {
+                on_backend!(conn.reborrow(), c => {
+                    let mut upsert = sqlx::QueryBuilder::new(UPSERT_STATES);
+                    upsert.push_values(chunk, |mut row, (quote_id, reference, version, state)| {
+                        row.push_bind(*quote_id)
+                            .push_bind(reference)
+                            .push_bind(*version)
+                            .push_bind(Quote::SCHEMA_VERSION)
+                            .push_bind(Json(state));
+                    });
+                    upsert.push(ON_CONFLICT_REPLACE_STATE);
+                    upsert.build().execute(&mut *c).await?;
+                });
+            }
             Ok(())
         })
     }
+}
+
+/// The state rows of these quotes, by quote.
+async fn states(mut conn: Conn<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, StateRow>, sqlx::Error> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<StateRow> = on_backend!(conn.reborrow(), c => {
+            let mut select = sqlx::QueryBuilder::new(SELECT_STATES);
+            let mut list = select.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            select.push(")");
+            select.build_query_as().fetch_all(&mut *c).await?
+        });
+        found.extend(rows.into_iter().map(|row| (row.quote_id, row)));
+    }
+    Ok(found)
 }
 
 async fn insert(conn: Conn<'_>, rows: &[TimelineEntry]) -> Result<(), sqlx::Error> {
@@ -291,6 +321,7 @@ pub async fn header(db: &Db, quote_id: Uuid) -> Result<Option<QuoteHeader>, sqlx
         reference: row.reference,
         version: row.version,
         quote: StateRow {
+            quote_id,
             version: row.version,
             schema_version: row.schema_version,
             state: row.state,

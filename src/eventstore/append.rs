@@ -16,15 +16,32 @@ use crate::db::{Conn, Unique, unique_violation};
 use crate::on_backend;
 
 /// Keeps a projection up to date inside the append's transaction: what it writes
-/// commits or rolls back with the events. Each call brings one append's events: one
-/// stream, consecutive versions, in order. The group-commit writer calls it once per
-/// append of a batch, in the batch's order.
+/// commits or rolls back with the events.
+///
+/// Each call brings the events of a whole group-commit batch, in commit order: any
+/// number of streams, each stream's events in version order (a stream may appear
+/// more than once, and its appends need not be next to each other). A projection
+/// is expected to write them in a few multi-row statements whatever the batch's
+/// size. When the batch has to be replayed one append at a time (a conflict from
+/// another instance, a failing projection), each call brings one append's events.
 pub trait Projector: Send + Sync {
     fn apply<'a>(
         &'a self,
         conn: Conn<'a>,
         events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+/// Why a projection could not take a batch. Nothing of the batch is written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// An event the projection cannot read (a payload of an unknown shape).
+    #[error("an event could not be read: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// The projection's tables refused the write (a unique constraint, a lost
+    /// connection).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 pub type Projectors = Arc<[Arc<dyn Projector>]>;
@@ -55,6 +72,9 @@ pub enum AppendError {
     NoEvents,
     #[error("the event store is shut down")]
     Closed,
+    /// A projection could not read the events; nothing was written.
+    #[error("projection failed: {0}")]
+    Projection(Arc<ProjectionError>),
     #[error("database error: {0}")]
     Database(Arc<sqlx::Error>),
 }
@@ -142,7 +162,7 @@ pub async fn append_in(
         projector
             .apply(conn.reborrow(), &recorded)
             .await
-            .map_err(classify)?;
+            .map_err(AppendError::from)?;
     }
     Ok(Appended::Written(recorded))
 }
@@ -219,6 +239,17 @@ pub async fn explain_failure(
         expected: request.expected,
         actual,
     })
+}
+
+impl From<ProjectionError> for AppendError {
+    /// A unique constraint of a projection's table keeps its meaning (a quote
+    /// reference already taken); anything else says which side failed.
+    fn from(error: ProjectionError) -> Self {
+        match error {
+            ProjectionError::Database(error) => classify(error),
+            other => AppendError::Projection(Arc::new(other)),
+        }
+    }
 }
 
 fn classify(error: sqlx::Error) -> AppendError {

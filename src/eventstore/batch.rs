@@ -34,7 +34,7 @@ pub async fn append_batch_in(
     mut conn: Conn<'_>,
     projectors: &[Arc<dyn Projector>],
     requests: &[&AppendRequest],
-) -> Result<Vec<Outcome>, sqlx::Error> {
+) -> Result<Vec<Outcome>, AppendError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
     for (i, request) in requests.iter().enumerate() {
         if request.events.is_empty() {
@@ -74,8 +74,7 @@ pub async fn append_batch_in(
         }
         if seen.contains(&first_id) {
             let earlier = find_earlier_append(conn.reborrow(), request)
-                .await
-                .map_err(into_sqlx)?
+                .await?
                 .unwrap_or_default();
             outcomes[i] = Some(Ok(Appended::AlreadyWritten(earlier)));
         } else if let Some(&original) = first_in_batch.get(&first_id) {
@@ -116,10 +115,13 @@ pub async fn append_batch_in(
     if !accepted.is_empty() {
         insert_events(conn.reborrow(), &mut accepted).await?;
         move_heads(conn.reborrow(), &accepted).await?;
+        // Every projection sees the whole batch at once, in commit order.
+        let batch: Vec<RecordedEvent> = accepted
+            .iter()
+            .flat_map(|(_, events)| events.iter().cloned())
+            .collect();
         for projector in projectors {
-            for (_, events) in &accepted {
-                projector.apply(conn.reborrow(), events).await?;
-            }
+            projector.apply(conn.reborrow(), &batch).await?;
         }
     }
     let mut written: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
@@ -248,12 +250,4 @@ async fn move_heads(
         query.build().execute(&mut *c).await?;
     });
     Ok(())
-}
-
-fn into_sqlx(error: AppendError) -> sqlx::Error {
-    match error {
-        AppendError::Database(shared) => Arc::try_unwrap(shared)
-            .unwrap_or_else(|shared| sqlx::Error::Protocol(shared.to_string())),
-        other => sqlx::Error::Protocol(other.to_string()),
-    }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use append::{AppendError, AppendRequest, Projector, idempotent_event_id};
+pub use append::{AppendError, AppendRequest, ProjectionError, Projector, idempotent_event_id};
 pub use hash::GENESIS;
 pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,

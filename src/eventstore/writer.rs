@@ -46,7 +46,6 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             }
             Err(error) => {
                 tracing::error!(error = %error, batch = batch.len(), "group commit failed; nothing in the batch was written");
-                let error = AppendError::from(error);
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(error.clone()));
                 }
@@ -63,7 +62,7 @@ async fn commit_batch(
     db: &Db,
     projectors: &Projectors,
     requests: &[&AppendRequest],
-) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
     match write_batch(db, projectors, requests, Mode::SetBased).await {
         Ok(outcomes) => Ok(outcomes),
         Err(error) => {
@@ -86,7 +85,7 @@ async fn write_batch(
     projectors: &Projectors,
     requests: &[&AppendRequest],
     mode: Mode,
-) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
     let mut pooled = db.acquire().await?;
     let mut tx = pooled.as_conn().begin_write().await?;
     let written = async {
@@ -109,7 +108,7 @@ async fn write_batch(
                 // sqlx rolls back a transaction whose commit failed as it drops it, and
                 // nobody hears whether that worked: the connection's state is unknown.
                 pooled.discard();
-                Err(error)
+                Err(error.into())
             }
         },
         Err(error) => {

@@ -1,5 +1,5 @@
 //! Who is asking: the signed-in person as an extractor, and the role guards every
-//! other context puts in its handlers' arguments (docs/ARCHITECTURE.md §7).
+//! other context puts in its handlers' arguments (docs/ARCHITECTURE.md §8).
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
@@ -134,12 +134,13 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The person whose id the session holds: one query by primary key.
+/// The person whose id the session holds: from the user cache, else one query by
+/// primary key.
 async fn signed_in(session: &Session, state: &AppState) -> Result<Option<CurrentUser>, AppError> {
     let Some(id) = session.get::<Uuid>(USER_ID).await.map_err(internal)? else {
         return Ok(None);
     };
-    let Some(user) = users::find_user(&state.db, id).await? else {
+    let Some(user) = users::UserCache::shared().find(&state.db, id).await? else {
         // Removed since signing in: the session means nothing now.
         session.flush().await.map_err(internal)?;
         return Ok(None);

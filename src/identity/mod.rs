@@ -19,7 +19,10 @@ pub use current_user::{
 };
 pub use sessions::Sessions;
 pub use throttle::sign_in_allowed;
-pub use users::{AddUserError, SignIn, User, add_or_reset_user, add_user, authenticate, find_user};
+pub use users::{
+    AddUserError, CACHED_USER_TIME_TO_LIVE, CACHED_USERS, SignIn, User, UserCache,
+    add_or_reset_user, add_user, authenticate, find_user,
+};
 
 use crate::state::AppState;
 

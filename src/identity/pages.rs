@@ -2,22 +2,22 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use tower_sessions::Session;
+use uuid::Uuid;
 
 use super::csrf;
 use super::current_user::{CurrentUser, anonymous_layout};
 use super::sessions::{self, USER_ID};
 use super::throttle::{wait_in_words, whole_seconds};
-use super::users::{self, SignIn};
+use super::users::{self, SignIn, UserCache};
 use crate::kernel::Role;
 use crate::state::AppState;
-use crate::web::{AppError, Layout};
+use crate::web::{AppError, Form, Layout};
 
 const WRONG_CREDENTIALS: &str = "Enter a correct username and password";
 
@@ -139,7 +139,10 @@ pub async fn sign_in(
                 .await
                 .map_err(internal)?;
             tracing::info!(user_id = %user.id, "signed in");
-            Ok(Redirect::to(super::current_user::home_of(&user.roles)).into_response())
+            let home = super::current_user::home_of(&user.roles);
+            // Just read: the first pages after sign-in need not read the user again.
+            UserCache::shared().put(user).await;
+            Ok(Redirect::to(home).into_response())
         }
         SignIn::Refused => {
             let errors = vec![("username", WRONG_CREDENTIALS)];
@@ -177,9 +180,14 @@ async fn retry(
     Ok((status, page).into_response())
 }
 
-/// `POST /logout`: ends the session in the store, not only in the browser.
+/// `POST /logout`: ends the session in the store, not only in the browser, and drops
+/// the user from this process's cache (signing in again reads their roles afresh).
 pub async fn sign_out(session: Session) -> Result<Redirect, AppError> {
+    let user_id: Option<Uuid> = session.get(USER_ID).await.map_err(internal)?;
     session.flush().await.map_err(internal)?;
+    if let Some(id) = user_id {
+        UserCache::shared().forget(id).await;
+    }
     Ok(Redirect::to("/login"))
 }
 

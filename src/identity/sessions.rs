@@ -1,13 +1,35 @@
 //! Server-side sessions in the application's database (tower-sessions), expiring after
 //! 30 minutes without activity, and the keys quoteline keeps in them.
+//!
+//! Each process keeps the sessions it has seen lately in memory, in front of the
+//! database (`CachingSessionStore`: a moka store before the sqlx store), so a
+//! signed-in request does not read its session row. The database stays the truth
+//! between processes sharing it:
+//!
+//! - A cached session is read from the database again at most
+//!   [`SessionCache::time_to_live`] after it was put in the cache (saves do not
+//!   extend that). So a session ended by sign-out in another process still opens
+//!   pages here for at most that long (5 seconds by default); sign-out in this
+//!   process ends it at once, in the cache as in the database.
+//! - A save never writes back a session that the database no longer has (ended
+//!   elsewhere, or expired and deleted): the sqlx store's save is an upsert, and
+//!   without this check a renewal in another process could bring a signed-out
+//!   session back for its full 30 minutes.
+//! - Session data written in one process may be unseen in another for the same
+//!   time. quoteline's keys are written at sign-in (a new session id, which no
+//!   cache holds yet) and for renewal, where a stale copy costs at most an early
+//!   renewal.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use tower_sessions::cookie::SameSite;
-use tower_sessions::cookie::time;
-use tower_sessions::session_store::ExpiredDeletion;
-use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
+use tower_sessions::cookie::time::{self, OffsetDateTime};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, ExpiredDeletion};
+use tower_sessions::{CachingSessionStore, Expiry, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_moka_store::MokaStore;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
 use crate::db::{Backend, Db};
@@ -26,10 +48,30 @@ pub const USER_ID: &str = "user_id";
 pub const CSRF_TOKEN: &str = "csrf_token";
 pub const RENEWED_AT: &str = "renewed_at";
 
+/// How many sessions a process keeps in memory, and for how long at most before it
+/// reads one from the database again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCache {
+    pub capacity: u64,
+    pub time_to_live: Duration,
+}
+
+impl Default for SessionCache {
+    /// 10,000 sessions (a few hundred bytes each), 5 seconds: how long a sign-out in
+    /// another process may take to be seen here.
+    fn default() -> Self {
+        SessionCache {
+            capacity: 10_000,
+            time_to_live: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The session store for the database's backend, and how its cookie is set.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     store: Backend<SqliteStore, PostgresStore>,
+    cache: Recent,
     secure_cookies: bool,
 }
 
@@ -39,6 +81,11 @@ impl Sessions {
     /// Cookies are marked Secure when `QUOTELINE_SECURE_COOKIES=1`, for a deployment
     /// behind HTTPS; off by default because the app is served on http://localhost.
     pub async fn open(db: &Db) -> anyhow::Result<Sessions> {
+        Self::open_with(db, SessionCache::default()).await
+    }
+
+    /// [`Sessions::open`] with a cache of this size and time to live.
+    pub async fn open_with(db: &Db, cache: SessionCache) -> anyhow::Result<Sessions> {
         let store = match db {
             Backend::Sqlite(pool) => {
                 let store = SqliteStore::new(pool.clone())
@@ -62,6 +109,7 @@ impl Sessions {
         let secure_cookies = std::env::var("QUOTELINE_SECURE_COOKIES").is_ok_and(|v| v == "1");
         Ok(Sessions {
             store,
+            cache: Recent::new(cache),
             secure_cookies,
         })
     }
@@ -78,9 +126,12 @@ impl Sessions {
         })
     }
 
-    /// Wraps `router` in the session layer of this backend's store.
+    /// Wraps `router` in the session layer of this backend's store, behind the cache.
     pub fn layer(&self, router: Router) -> Router {
-        on_backend!(&self.store, store => router.layer(self.configure(SessionManagerLayer::new(store.clone()))))
+        on_backend!(&self.store, store => {
+            let cached = cached(self.cache.clone(), store.clone());
+            router.layer(self.configure(SessionManagerLayer::new(cached)))
+        })
     }
 
     fn configure<S: SessionStore + Clone>(
@@ -93,6 +144,96 @@ impl Sessions {
             .with_same_site(SameSite::Lax)
             .with_secure(self.secure_cookies)
             .with_expiry(Expiry::OnInactivity(INACTIVITY_LIMIT))
+    }
+}
+
+/// `store` behind a cache of recent sessions (see the module's notes).
+fn cached<S: SessionStore>(cache: Recent, store: S) -> CachingSessionStore<Recent, Existing<S>> {
+    CachingSessionStore::new(cache, Existing(store))
+}
+
+/// The moka store, keeping each session at most the cache's time to live from when
+/// it was put in (by sign-in or a read from the database); a save keeps that
+/// deadline. Each record is stored with its expiry date brought forward to the
+/// deadline, which the moka store expires it by; a session loaded from the cache
+/// takes its expiry from the session layer's configuration when saved, never from
+/// the loaded record, so the shortened date goes nowhere else.
+#[derive(Clone, Debug)]
+struct Recent {
+    moka: MokaStore,
+    time_to_live: time::Duration,
+}
+
+impl Recent {
+    fn new(cache: SessionCache) -> Recent {
+        Recent {
+            moka: MokaStore::new(Some(cache.capacity)),
+            time_to_live: time::Duration::try_from(cache.time_to_live)
+                .unwrap_or(time::Duration::ZERO),
+        }
+    }
+
+    async fn keep(&self, record: &Record, deadline: OffsetDateTime) -> session_store::Result<()> {
+        let mut kept = record.clone();
+        kept.expiry_date = kept.expiry_date.min(deadline);
+        self.moka.save(&kept).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for Recent {
+    /// The store behind has chosen the id (`CachingSessionStore` creates there
+    /// first), so it is kept as it is.
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.keep(record, OffsetDateTime::now_utc() + self.time_to_live)
+            .await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let deadline = match self.moka.load(&record.id).await? {
+            Some(cached) => cached.expiry_date,
+            None => OffsetDateTime::now_utc() + self.time_to_live,
+        };
+        self.keep(record, deadline).await
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.moka.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.moka.delete(id).await
+    }
+}
+
+/// A store that saves only sessions it still has: a session ended in another
+/// process (or expired and deleted) is not written back by a save from a process
+/// that still had it cached. Costs one read by primary key per save; saves are rare
+/// (sign-in creates, and renewal saves at most once a minute).
+#[derive(Clone, Debug)]
+struct Existing<S>(S);
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for Existing<S> {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.0.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        if self.0.load(&record.id).await?.is_some() {
+            self.0.save(record).await
+        } else {
+            tracing::info!("not saving a session that has ended");
+            Ok(())
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.0.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.0.delete(id).await
     }
 }
 
@@ -113,4 +254,91 @@ pub async fn renew(session: &Session, now: i64) -> Result<(), tower_sessions::se
         session.insert(RENEWED_AT, now).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_sessions::MemoryStore;
+
+    use super::*;
+
+    /// Two processes' caches over one database (a memory store here).
+    fn two_processes(
+        time_to_live: Duration,
+    ) -> (
+        MemoryStore,
+        impl SessionStore + Clone,
+        impl SessionStore + Clone,
+    ) {
+        let database = MemoryStore::default();
+        let cache = SessionCache {
+            capacity: 100,
+            time_to_live,
+        };
+        let a = cached(Recent::new(cache), database.clone());
+        let b = cached(Recent::new(cache), database.clone());
+        (database, a, b)
+    }
+
+    fn signed_in_record() -> Record {
+        Record {
+            id: Id::default(),
+            data: [(USER_ID.to_owned(), serde_json::json!("someone"))].into(),
+            expiry_date: OffsetDateTime::now_utc() + INACTIVITY_LIMIT,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_deleted_here_is_gone_from_the_cache_at_once() {
+        let (database, a, _) = two_processes(Duration::from_secs(60));
+        let mut record = signed_in_record();
+        a.create(&mut record).await.unwrap();
+        assert!(a.load(&record.id).await.unwrap().is_some());
+
+        a.delete(&record.id).await.unwrap();
+
+        assert_eq!(a.load(&record.id).await.unwrap(), None);
+        assert_eq!(database.load(&record.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_in_another_process_closes_here_within_the_time_to_live() {
+        let time_to_live = Duration::from_millis(500);
+        let (database, a, b) = two_processes(time_to_live);
+        let mut record = signed_in_record();
+        a.create(&mut record).await.unwrap();
+        let seen_by_b = b.load(&record.id).await.unwrap().expect("b reads it");
+        assert_eq!(seen_by_b.data, record.data);
+
+        a.delete(&record.id).await.unwrap();
+        // The documented limit: b's cache still has it for a moment...
+        assert!(b.load(&record.id).await.unwrap().is_some());
+        // ...but a save from b (a renewal) does not write it back to the database,
+        tokio::time::sleep(time_to_live * 3 / 5).await;
+        b.save(&seen_by_b).await.unwrap();
+        assert_eq!(database.load(&record.id).await.unwrap(), None);
+        // and the save did not extend its time in b's cache either.
+        tokio::time::sleep(time_to_live * 3 / 5).await;
+        assert_eq!(b.load(&record.id).await.unwrap(), None);
+        assert_eq!(a.load(&record.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_live_session_is_saved_and_read_back_through_the_cache() {
+        let (database, a, b) = two_processes(Duration::from_secs(60));
+        let mut record = signed_in_record();
+        a.create(&mut record).await.unwrap();
+
+        record
+            .data
+            .insert(RENEWED_AT.to_owned(), serde_json::json!(42));
+        a.save(&record).await.unwrap();
+
+        assert_eq!(
+            database.load(&record.id).await.unwrap().unwrap().data,
+            record.data
+        );
+        assert_eq!(a.load(&record.id).await.unwrap().unwrap().data, record.data);
+        assert_eq!(b.load(&record.id).await.unwrap().unwrap().data, record.data);
+    }
 }

@@ -1,5 +1,8 @@
-//! The people who can sign in: adding them, finding them, and checking a sign-in
-//! against the attempt throttle.
+//! The people who can sign in: adding them, finding them (the signed-in ones through
+//! a short-lived cache), and checking a sign-in against the attempt throttle.
+
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
@@ -178,7 +181,9 @@ pub async fn add_or_reset_user(
             .fetch_one(pool)
             .await
     })?;
-    Ok(row.into())
+    let user = User::from(row);
+    UserCache::shared().put(user.clone()).await;
+    Ok(user)
 }
 
 /// A user ready to be stored: valid name, roles and password, the password hashed.
@@ -220,6 +225,72 @@ pub async fn find_user(db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         sqlx::query_as(SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await
     })?;
     Ok(row.map(User::from))
+}
+
+/// How many users a process keeps in memory.
+pub const CACHED_USERS: u64 = 10_000;
+/// How long a process answers "who is this user id" from memory. A role changed in
+/// this process (`add_or_reset_user`) is seen at once; one changed by another process
+/// on the same database (`quoteline demo` resets the demo people's roles) is seen
+/// here within this time. Signing out and in again always reads the roles afresh.
+pub const CACHED_USER_TIME_TO_LIVE: Duration = Duration::from_secs(5);
+
+/// Users by id, so that a signed-in request does not read its user's row: bounded by
+/// entries, each kept at most its time to live from when it was read.
+#[derive(Clone, Debug)]
+pub struct UserCache {
+    users: moka::future::Cache<Uuid, User>,
+}
+
+/// The process's own cache: one, so that a role changed anywhere in the process
+/// reaches it without the caller holding the application's state.
+static SHARED: LazyLock<UserCache> =
+    LazyLock::new(|| UserCache::new(CACHED_USERS, CACHED_USER_TIME_TO_LIVE));
+
+impl UserCache {
+    pub fn new(capacity: u64, time_to_live: Duration) -> UserCache {
+        UserCache {
+            users: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(time_to_live)
+                .build(),
+        }
+    }
+
+    /// The cache that sign-in, sign-out, `add_or_reset_user` and every signed-in
+    /// request use ([`CACHED_USERS`] entries, [`CACHED_USER_TIME_TO_LIVE`]).
+    pub fn shared() -> &'static UserCache {
+        &SHARED
+    }
+
+    /// The user with this id, from memory or else by one query (then kept). A user
+    /// who no longer exists is not kept.
+    pub async fn find(&self, db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+        if let Some(user) = self.users.get(&id).await {
+            return Ok(Some(user));
+        }
+        let found = find_user(db, id).await?;
+        if let Some(user) = &found {
+            self.users.insert(id, user.clone()).await;
+        }
+        Ok(found)
+    }
+
+    /// Keeps `user` as just read or written.
+    pub async fn put(&self, user: User) {
+        self.users.insert(user.id, user).await;
+    }
+
+    /// Drops the user with this id; the next request reads them again.
+    pub async fn forget(&self, id: Uuid) {
+        self.users.invalidate(&id).await;
+    }
+
+    /// How many users are kept, once the cache's pending evictions are done.
+    pub async fn entry_count(&self) -> u64 {
+        self.users.run_pending_tasks().await;
+        self.users.entry_count()
+    }
 }
 
 /// What became of one sign-in attempt.

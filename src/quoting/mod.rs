@@ -9,6 +9,7 @@ pub mod answers;
 pub mod domain;
 mod forms;
 mod pages;
+pub mod projection;
 pub mod service;
 pub mod summary;
 

@@ -13,7 +13,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_extra::extract::Form;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -26,7 +25,7 @@ use super::summary::{self, QuoteSummary};
 use crate::identity::{Agent, CurrentUser};
 use crate::state::AppState;
 use crate::web::error::STALE_HEADING;
-use crate::web::{AppError, FieldErrors, FormMeta, Layout, QuoteId, new_key};
+use crate::web::{AppError, FieldErrors, Form, FormMeta, Layout, QuoteId, new_key};
 
 /// The agent's routes. `GET /quotes/{id}` is shared with underwriters and auditors
 /// and is dispatched in `app`, which calls [`task_list`] for the quote's agent.

@@ -1,6 +1,38 @@
 //! The quote service: load a quote (fold its events), decide, and append with the
 //! expected version. The only way quoting's commands reach the event store.
+//!
+//! # The quote cache
+//!
+//! Each service keeps quotes as folded at some version, after each load and each
+//! command: a hint, never the answer on its own. Events are never changed, so a
+//! quote folded at version `n` *is* the quote at version `n` for ever; what a cached
+//! quote may be is behind, when another process (or another service over the same
+//! database) has appended since. So:
+//!
+//! - A load of the latest state reads the events after the cached version (one
+//!   indexed read, usually empty) and folds them on: never stale, whichever process
+//!   wrote them.
+//! - A load at version `v` (a form's version, `?as_of=`) takes the cached quote as
+//!   it is when `v` is its version, reads only the events between when `v` is later,
+//!   and folds from the first event when `v` is earlier.
+//! - A command is decided on the quote at the form's version, as ever (docs/
+//!   ARCHITECTURE.md §3); when that is the cached version, nothing is read. The
+//!   append's expected-version check decides whether the stream is still there. A
+//!   conflict is answered as stale with no retry: the retry would decide on the same
+//!   quote (the one at the form's version, which the cache gives exactly) and meet
+//!   the same conflict, and a resubmitted form is found by its idempotency key
+//!   before the store checks versions. The cached entry stays: it is not wrong, only
+//!   behind, and the next load brings it up to date.
+//! - An entry is only ever replaced by a later version, so a slow caller cannot put
+//!   an older quote over a newer one.
+//!
+//! The cache is bounded by weight: each quote weighs its JSON size plus a fixed
+//! overhead, and a service holds at most [`CACHED_QUOTE_BYTES`] of them (tens of
+//! thousands of typical quotes), least recently and least often used going first.
 
+use std::sync::Arc;
+
+use moka::ops::compute::Op;
 use rand::Rng;
 use uuid::Uuid;
 
@@ -44,14 +76,40 @@ fn metadata(envelope: &Envelope, actor: &str) -> Metadata {
 /// How many fresh references a start tries before giving up.
 const REFERENCE_ATTEMPTS: usize = 8;
 
+/// How much a service's quote cache holds by default, in (estimated) bytes.
+pub const CACHED_QUOTE_BYTES: u64 = 32 * 1024 * 1024;
+/// What a cached quote weighs beyond its JSON size: the key, the `Arc`, the cache's
+/// own bookkeeping, and strings' headers.
+const ENTRY_OVERHEAD: u64 = 256;
+
 #[derive(Clone)]
 pub struct QuoteService {
     store: EventStore,
+    /// Quotes by id, each as folded at its `version` (see the module's notes).
+    cache: moka::future::Cache<Uuid, Arc<Quote>>,
 }
 
 impl QuoteService {
     pub fn new(store: EventStore) -> Self {
-        QuoteService { store }
+        Self::with_cache_bytes(store, CACHED_QUOTE_BYTES)
+    }
+
+    /// A service whose quote cache holds at most `max_bytes` (estimated).
+    pub fn with_cache_bytes(store: EventStore, max_bytes: u64) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_id: &Uuid, quote: &Arc<Quote>| {
+                u32::try_from(weight(quote)).unwrap_or(u32::MAX)
+            })
+            .build();
+        QuoteService { store, cache }
+    }
+
+    /// How many quotes are cached, and their estimated bytes, once the cache's
+    /// pending evictions are done.
+    pub async fn cached(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     /// The quote as its events fold, or `None` if it was never started. With
@@ -62,15 +120,59 @@ impl QuoteService {
         quote_id: Uuid,
         up_to: Option<i64>,
     ) -> Result<Option<Quote>, CommandError> {
-        let events = self.store.read_stream(quote_id, 0).await?;
-        let mut quote = Quote::default();
+        let quote = match (self.cache.get(&quote_id).await, up_to) {
+            // Before its first event a quote is nothing: nothing to read.
+            (_, Some(version)) if version <= 0 => Quote::default(),
+            // The quote at a version never changes.
+            (Some(cached), Some(version)) if version == cached.version as i64 => {
+                Quote::clone(&cached)
+            }
+            (Some(cached), up_to) if up_to.is_none_or(|v| v > cached.version as i64) => {
+                self.fold_on(quote_id, Quote::clone(&cached), up_to).await?
+            }
+            _ => self.fold_on(quote_id, Quote::default(), up_to).await?,
+        };
+        Ok(quote.is_started().then_some(quote))
+    }
+
+    /// `quote` with the stream's events after its version folded on, up to `up_to`;
+    /// kept in the cache when that takes it further than it was.
+    async fn fold_on(
+        &self,
+        quote_id: Uuid,
+        mut quote: Quote,
+        up_to: Option<i64>,
+    ) -> Result<Quote, CommandError> {
+        let from = quote.version;
+        let events = self.store.read_stream(quote_id, from as i64).await?;
         for recorded in events
             .iter()
             .take_while(|e| up_to.is_none_or(|v| e.version <= v))
         {
             quote = evolve(quote, &QuoteEvent::decode(recorded)?);
         }
-        Ok(quote.is_started().then_some(quote))
+        if quote.version > from {
+            self.keep(quote_id, &quote).await;
+        }
+        Ok(quote)
+    }
+
+    /// Caches `quote` unless the cache holds the same or a later version already.
+    async fn keep(&self, quote_id: Uuid, quote: &Quote) {
+        if !quote.is_started() {
+            return;
+        }
+        let version = quote.version;
+        let quote = Arc::new(quote.clone());
+        self.cache
+            .entry(quote_id)
+            .and_compute_with(|cached| async move {
+                match cached {
+                    Some(cached) if cached.value().version >= version => Op::Nop,
+                    _ => Op::Put(quote),
+                }
+            })
+            .await;
     }
 
     /// Starts a quote under a fresh reference (tried again on the rare clash with a
@@ -181,12 +283,46 @@ impl QuoteService {
         };
         // What was stored, not what was decided now: a repeated key returns the
         // first outcome, whose events may differ.
-        let mut after = seen;
-        for recorded in appended.events() {
-            after = evolve(after, &QuoteEvent::decode(recorded)?);
-        }
+        let follows_seen = appended
+            .events()
+            .iter()
+            .zip(expected_version + 1..)
+            .all(|(recorded, version)| recorded.version == version);
+        let after = if follows_seen {
+            let mut after = seen;
+            for recorded in appended.events() {
+                after = evolve(after, &QuoteEvent::decode(recorded)?);
+            }
+            self.keep(quote_id, &after).await;
+            after
+        } else {
+            // A key first used with a form of another version: its events do not
+            // follow the quote decided on, so fold what the store has instead.
+            let last = appended.last_version().unwrap_or(expected_version);
+            self.fold_on(quote_id, Quote::default(), Some(last)).await?
+        };
         Ok((appended, after))
     }
+}
+
+/// A quote's estimated size in memory: its JSON size (counted, not collected) and the
+/// entry's overhead.
+fn weight(quote: &Quote) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising a quote cannot fail (no maps with non-string keys); a failure
+    // would only make the estimate smaller.
+    let _ = serde_json::to_writer(&mut count, quote);
+    count.0 + ENTRY_OVERHEAD
 }
 
 /// `Q-` and six characters of Crockford's base 32 (no I, L, O, U): short enough to

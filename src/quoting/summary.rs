@@ -1,35 +1,41 @@
 //! The `quote_summary` projection: one row per quote with what the agent's pages
-//! show. Kept in the append's transaction, one statement per append.
+//! show. Kept in the append's transaction: two statements per group-commit batch
+//! (the quotes it starts, then every quote it changes).
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::{QuoteEvent, Status};
-
+use super::projection::{Projected, QuoteProjection, merged_by_quote};
 use crate::db::{Conn, Db};
-use crate::eventstore::{Projector, RecordedEvent};
+use crate::eventstore::{ProjectionError, RecordedEvent};
 use crate::on_backend;
 
 const INSERT: &str = "INSERT INTO quote_summary \
-    (quote_id, reference, applicant_name, agent, status, version, last_position, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)";
+    (quote_id, reference, applicant_name, agent, status, version, last_position, created_at, updated_at) ";
 
-/// Every column an event can change; NULL or FALSE leaves a column as it was.
-const UPDATE: &str = "UPDATE quote_summary SET \
-    status = COALESCE($2, status), \
-    geographic_done = (geographic_done OR $3), \
-    contact_done = (contact_done OR $4), \
-    family_done = (family_done OR $5), \
-    country = COALESCE($6, country), \
-    region = COALESCE($7, region), \
-    dependents = COALESCE($8, dependents), \
-    referral_count = referral_count + $9, \
-    last_referral_note = COALESCE($10, last_referral_note), \
-    rejection_reason = COALESCE($11, rejection_reason), \
-    submitted_at = COALESCE($12, submitted_at), \
-    version = $13, last_position = $14, updated_at = $15 \
-    WHERE quote_id = $1";
+/// Every column a batch can change, one row of `changes` per quote; NULL or FALSE
+/// leaves a column as it was.
+const UPDATE_FROM_CHANGES: &str = ") UPDATE quote_summary SET \
+    status = COALESCE(changes.status, quote_summary.status), \
+    geographic_done = (quote_summary.geographic_done OR changes.geographic_done), \
+    contact_done = (quote_summary.contact_done OR changes.contact_done), \
+    family_done = (quote_summary.family_done OR changes.family_done), \
+    country = COALESCE(changes.country, quote_summary.country), \
+    region = COALESCE(changes.region, quote_summary.region), \
+    dependents = COALESCE(changes.dependents, quote_summary.dependents), \
+    referral_count = quote_summary.referral_count + changes.referrals, \
+    last_referral_note = COALESCE(changes.referral_note, quote_summary.last_referral_note), \
+    rejection_reason = COALESCE(changes.rejection_reason, quote_summary.rejection_reason), \
+    submitted_at = COALESCE(changes.submitted_at, quote_summary.submitted_at), \
+    version = changes.version, last_position = changes.last_position, \
+    updated_at = changes.updated_at \
+    FROM changes WHERE quote_summary.quote_id = changes.quote_id";
+
+const CHANGES: &str = "WITH changes (quote_id, status, geographic_done, contact_done, \
+    family_done, country, region, dependents, referrals, referral_note, rejection_reason, \
+    submitted_at, version, last_position, updated_at) AS (";
 
 macro_rules! select_summary {
     ($tail:literal) => {
@@ -48,7 +54,7 @@ const FOR_AGENT: &str = select_summary!("WHERE agent = $1 ORDER BY last_position
 const FOR_AGENT_WITH_STATUS: &str =
     select_summary!("WHERE agent = $1 AND status = $3 ORDER BY last_position DESC LIMIT $2");
 
-/// The changes one append makes to a quote's row, merged from its events.
+/// The changes a batch makes to one quote's row, merged from its events.
 #[derive(Debug, Default)]
 struct Change {
     started: Option<(String, String, String)>,
@@ -63,10 +69,19 @@ struct Change {
     referral_note: Option<String>,
     rejection_reason: Option<String>,
     submitted_at: Option<DateTime<Utc>>,
+    /// The quote's first event in the batch, and its last.
+    first_at: Option<DateTime<Utc>>,
+    version: i64,
+    last_position: i64,
+    updated_at: Option<DateTime<Utc>>,
 }
 
 impl Change {
     fn add(&mut self, event: &QuoteEvent, recorded: &RecordedEvent) {
+        self.first_at.get_or_insert(recorded.recorded_at);
+        self.version = recorded.version;
+        self.last_position = recorded.position();
+        self.updated_at = Some(recorded.recorded_at);
         if let Some((_, to)) = event.status_change() {
             self.status = Some(to);
         }
@@ -105,64 +120,72 @@ impl Change {
 
 pub struct QuoteSummaryProjection;
 
-impl Projector for QuoteSummaryProjection {
+impl QuoteProjection for QuoteSummaryProjection {
+    /// One multi-row INSERT for the quotes the batch starts, then one UPDATE for
+    /// every quote it touches (the just-started ones too, which is harmless).
     fn apply<'a>(
         &'a self,
         mut conn: Conn<'a>,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                return Ok(());
-            };
-            let mut change = Change::default();
-            for recorded in events {
-                let event =
-                    QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
-                change.add(&event, recorded);
-            }
-            if let Some((reference, applicant_name, agent)) = &change.started {
-                on_backend!(conn.reborrow(), c => {
-                    sqlx::query(INSERT)
-                        .bind(first.stream_id)
-                        .bind(reference)
-                        .bind(applicant_name)
-                        .bind(agent)
-                        .bind(Status::Initiated.as_str())
-                        .bind(last.version)
-                        .bind(last.position())
-                        .bind(first.recorded_at)
-                        .execute(&mut *c)
-                        .await?;
-                });
-                if events.len() == 1 {
-                    return Ok(());
-                }
-            }
-            on_backend!(conn, c => {
-                sqlx::query(UPDATE)
-                    .bind(first.stream_id)
-                    .bind(change.status.map(Status::as_str))
-                    .bind(change.geographic_done)
-                    .bind(change.contact_done)
-                    .bind(change.family_done)
-                    .bind(&change.country)
-                    .bind(&change.region)
-                    .bind(change.dependents)
-                    .bind(change.referrals)
-                    .bind(&change.referral_note)
-                    .bind(&change.rejection_reason)
-                    .bind(change.submitted_at)
-                    .bind(last.version)
-                    .bind(last.position())
-                    .bind(last.recorded_at)
-                    .execute(&mut *c)
-                    .await?;
+            let changes = merged_by_quote(events, |change: &mut Change, p| {
+                change.add(&p.event, p.recorded)
             });
+            let started: Vec<&(Uuid, Change)> = changes
+                .iter()
+                .filter(|(_, c)| c.started.is_some())
+                .collect();
+            for rows in started.chunks(ROWS_PER_STATEMENT) {
+                on_backend!(conn.reborrow(), c => {
+                    let mut insert = sqlx::QueryBuilder::new(INSERT);
+                    insert.push_values(rows, |mut row, (quote_id, change)| {
+                        let (reference, applicant_name, agent) =
+                            change.started.as_ref().expect("filtered to started quotes");
+                        row.push_bind(*quote_id)
+                            .push_bind(reference)
+                            .push_bind(applicant_name)
+                            .push_bind(agent)
+                            .push_bind(Status::Initiated.as_str())
+                            .push_bind(change.version)
+                            .push_bind(change.last_position)
+                            .push_bind(change.first_at)
+                            .push_bind(change.first_at);
+                    });
+                    insert.build().execute(&mut *c).await?;
+                });
+            }
+            for rows in changes.chunks(ROWS_PER_STATEMENT) {
+                on_backend!(conn.reborrow(), c => {
+                    let mut update = sqlx::QueryBuilder::new(CHANGES);
+                    update.push_values(rows, |mut row, (quote_id, change)| {
+                        row.push_bind(*quote_id)
+                            .push_bind(change.status.map(Status::as_str))
+                            .push_bind(change.geographic_done)
+                            .push_bind(change.contact_done)
+                            .push_bind(change.family_done)
+                            .push_bind(&change.country)
+                            .push_bind(&change.region)
+                            .push_bind(change.dependents)
+                            .push_bind(change.referrals)
+                            .push_bind(&change.referral_note)
+                            .push_bind(&change.rejection_reason)
+                            .push_bind(change.submitted_at)
+                            .push_bind(change.version)
+                            .push_bind(change.last_position)
+                            .push_bind(change.updated_at);
+                    });
+                    update.push(UPDATE_FROM_CHANGES);
+                    update.build().execute(&mut *c).await?;
+                });
+            }
             Ok(())
         })
     }
 }
+
+/// Quotes per statement: 15 parameters each stays far below both backends' limits.
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A quote as the agent's pages show it.
 #[derive(Debug, Clone, sqlx::FromRow)]

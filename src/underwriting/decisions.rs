@@ -11,7 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -24,7 +23,7 @@ use crate::quoting::domain::{
 };
 use crate::quoting::{AnswerSection, CommandError, answers_of};
 use crate::state::AppState;
-use crate::web::{AppError, FieldErrors, FormMeta, Layout, QuoteId, new_key};
+use crate::web::{AppError, FieldErrors, Form, FormMeta, Layout, QuoteId, new_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -16,8 +16,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that keep every page from being framed, sniffed, or made to load or post
-/// anywhere but here.
+/// Headers that keep every page from being framed, sniffed, made to load or post
+/// anywhere but here, or kept by a cache: pages show personal data, so nothing may
+/// be stored unless its handler says so (the static files, `public`).
 pub fn security_headers(router: Router) -> Router {
     let header =
         |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
@@ -29,6 +30,7 @@ pub fn security_headers(router: Router) -> Router {
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(header(header::REFERRER_POLICY, "same-origin"))
+        .layer(header(header::CACHE_CONTROL, "no-store"))
 }
 
 /// Error responses made by layers and extractors (a body over the limit, a form

@@ -9,6 +9,6 @@ pub mod layout;
 pub mod middleware;
 
 pub use error::AppError;
-pub use extract::QuoteId;
+pub use extract::{Form, QuoteId};
 pub use form::{FieldErrors, FormMeta, new_key};
 pub use layout::Layout;

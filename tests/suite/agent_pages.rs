@@ -22,6 +22,7 @@ storage_tests!(
     children_are_added_and_removed_without_javascript,
     my_quotes_lists_an_agents_quotes_and_filters_by_status,
     an_agent_withdraws_a_quote_after_confirming,
+    a_form_that_is_not_utf8_is_refused_and_writes_nothing,
 );
 
 /// The value of the hidden or text field `name` in a page.
@@ -669,4 +670,79 @@ async fn an_agent_withdraws_a_quote_after_confirming(test_db: &TestDb) {
         "{tasks}"
     );
     html_page(app.get(&format!("/quotes/{id}/withdraw")).await, 409).await;
+}
+
+/// Text that is not UTF-8, percent-encoded or raw, in a value or a name, is refused
+/// with a page: it is not decoded into replacement characters and saved.
+async fn a_form_that_is_not_utf8_is_refused_and_writes_nothing(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let id = start_quote(&app, "Meera Iyer").await;
+    let path = format!("/quotes/{id}/geographic");
+    let (page, version, key) = open_form(&app, &path).await;
+    let token = crate::support::csrf_token_in(&page).unwrap();
+    let post = |extra: &[u8], key: String| {
+        let mut body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("country", "IN"),
+                ("region", "Maharashtra"),
+                ("postal_code", "411001"),
+                ("version", version.as_str()),
+                ("idempotency_key", key.as_str()),
+                ("csrf_token", token.as_str()),
+            ])
+            .finish()
+            .into_bytes();
+        body.extend_from_slice(extra);
+        app.client
+            .post(app.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    for (n, extra) in [
+        &b"&city=%C3%28"[..],
+        b"&city=\xC3\x28",
+        b"&city=Pune&%FF=1",
+        b"&city=Pune&\xFF=1",
+        b"&city=Pun%E9",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = post(extra, format!("{key}-{n}")).await.unwrap();
+        let body = html_page(response, 400).await;
+        assert!(
+            body.contains("UTF-8"),
+            "{}: {body}",
+            String::from_utf8_lossy(extra)
+        );
+    }
+    assert_eq!(event_types(&app, id).await, ["QuoteStarted"]);
+
+    let saved = post(b"&city=Pun%C3%A9+East", key.clone()).await.unwrap();
+    assert_is_redirect_to(&saved, &format!("/quotes/{id}/contact"));
+    let quote = app.state.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!(quote.geographic.unwrap().city().as_str(), "Pun\u{e9} East");
+
+    let started = app
+        .client
+        .post(app.url("/quotes"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "quote_id={}&idempotency_key=k&applicant_name=Meera%FF&csrf_token={token}",
+            Uuid::now_v7()
+        ))
+        .send()
+        .await
+        .unwrap();
+    html_page(started, 400).await;
+    assert_eq!(
+        summary::for_agent(&app.state.db, "asha", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

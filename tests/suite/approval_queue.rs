@@ -3,11 +3,12 @@
 //! backends.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use quoteline::AppState;
 use quoteline::db::{Backend, Db};
-use quoteline::eventstore::{AppendRequest, ExpectedVersion, GlobalPosition, Metadata, Projector};
+use quoteline::eventstore::{AppendRequest, ExpectedVersion, Metadata, Projector, RecordedEvent};
 use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::CommandError;
@@ -15,6 +16,7 @@ use quoteline::quoting::domain::{
     Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
     QuoteEvent, Status, fold,
 };
+use quoteline::quoting::projection::QuoteProjector;
 use quoteline::underwriting::queue::{
     self, ApprovalQueueProjection, Cursor, QueueFilter, QueueRow, QueueSort,
 };
@@ -386,17 +388,16 @@ async fn a_quote_joins_the_queue_when_submitted_and_leaves_it_with_each_decision
     assert_eq!(waiting_ids(db).await, [fourth]);
 }
 
-/// Replays every stored event through the projection into an emptied table, in
-/// chunks that cut across quotes, as a rebuild would.
-async fn rebuild_from_the_log(app: &AppState) {
+/// Replays every stored event of `quotes` through the projection into an emptied
+/// table, in position order and in chunks that cut across quotes, as a rebuild
+/// would. (Read stream by stream: a read-all on PostgreSQL waits for every
+/// transaction open in the cluster, other tests' included.)
+async fn rebuild_from_the_log(app: &AppState, quotes: &[Uuid]) {
     let mut events = Vec::new();
-    let mut after = GlobalPosition::START;
-    loop {
-        let page = app.store.read_all(after, 500).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.global;
-        events.extend(page);
+    for id in quotes {
+        events.extend(app.store.read_stream(*id, 0).await.unwrap());
     }
+    events.sort_by_key(RecordedEvent::position);
     let mut pooled = app.db.acquire().await.unwrap();
     let mut conn = pooled.as_conn();
     conn.execute_plain("DELETE FROM approval_queue")
@@ -405,11 +406,9 @@ async fn rebuild_from_the_log(app: &AppState) {
     conn.execute_plain("UPDATE approval_queue_total SET waiting = 0")
         .await
         .unwrap();
+    let projector = QuoteProjector::new(vec![Arc::new(ApprovalQueueProjection)]);
     for chunk in events.chunks(97) {
-        ApprovalQueueProjection
-            .apply(conn.reborrow(), chunk)
-            .await
-            .unwrap();
+        projector.apply(conn.reborrow(), chunk).await.unwrap();
     }
 }
 
@@ -568,7 +567,7 @@ async fn the_queue_always_equals_a_fresh_fold_of_the_events(test_db: &TestDb) {
         waiting,
         "the kept total"
     );
-    rebuild_from_the_log(&app).await;
+    rebuild_from_the_log(&app, &quotes).await;
     assert_eq!(
         queue::count(&app.db, &unfiltered).await.unwrap(),
         waiting,

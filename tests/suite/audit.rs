@@ -28,9 +28,11 @@ storage_tests!(
     as_of_shows_the_quote_exactly_as_its_first_n_events_fold,
     exports_contain_exactly_the_filtered_events_and_survive_commas_quotes_and_line_breaks,
     a_large_export_is_written_a_page_at_a_time_while_it_is_still_being_read,
+    a_reason_that_looks_like_a_formula_is_exported_to_csv_as_text,
     tampering_is_reported_by_the_library_the_page_and_the_command,
     no_post_route_accepts_an_auditor_and_an_auditor_writes_nothing,
     auditors_filter_and_page_the_log_and_others_are_refused,
+    a_long_timeline_is_read_fifty_events_a_page,
 );
 
 // ----- Arrange -----------------------------------------------------------------------
@@ -600,6 +602,32 @@ async fn exports_contain_exactly_the_filtered_events_and_survive_commas_quotes_a
     html_page(agent_browser.get("/audit/export.jsonl").await, 403).await;
 }
 
+/// A spreadsheet runs a CSV cell that starts with `=` as a formula; the CSV export
+/// starts such a cell with a quote (OWASP), and JSON Lines keeps the text as it is.
+async fn a_reason_that_looks_like_a_formula_is_exported_to_csv_as_text(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let state = &app.state;
+    let formula = "=cmd|' /C calc'!A0";
+    let id = submitted(state, &agent("asha"), "Meera Iyer").await;
+    act(
+        state,
+        id,
+        &uma(),
+        Action::Reject {
+            reason: text(formula),
+        },
+    )
+    .await;
+    app.sign_in_as("audrey", &[Role::Auditor]).await;
+
+    let rows = csv_rows(&app, "event_type=QuoteRejected").await;
+    let lines = json_rows(&app, "event_type=QuoteRejected").await;
+
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["detail"], format!("'{formula}"));
+    assert_eq!(lines[0]["detail"], formula);
+}
+
 /// An auditor's session cookie, for requests sent to the router in process.
 async fn auditor_cookie(app: &TestApp) -> String {
     let password = app.add_user("audrey", &[Role::Auditor]).await;
@@ -1003,4 +1031,33 @@ async fn auditors_filter_and_page_the_log_and_others_are_refused(test_db: &TestD
         200,
     )
     .await;
+}
+
+async fn a_long_timeline_is_read_fifty_events_a_page(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let id = long_quote(&app.state, "Q-LONG02", 120).await;
+    app.sign_in_as("audrey", &[Role::Auditor]).await;
+    let timeline = format!("/quotes/{id}/timeline");
+
+    let newest = html_page(app.get(&timeline).await, 200).await;
+    let versions =
+        |body: &str| -> Vec<i64> { timeline_entries(body).iter().map(|e| e.version).collect() };
+    assert_eq!(versions(&newest), (71..=120).rev().collect::<Vec<_>>());
+    assert!(!newest.contains(">Newest events<"), "already the newest");
+    let older = format!("{timeline}?before=71");
+    assert!(
+        newest.contains(&format!(r#"href="{older}""#)),
+        "links to older events"
+    );
+
+    let middle = html_page(app.get(&older).await, 200).await;
+    assert_eq!(versions(&middle), (21..=70).rev().collect::<Vec<_>>());
+    assert!(middle.contains(">Newest events<"));
+
+    let oldest = html_page(app.get(&format!("{timeline}?before=21")).await, 200).await;
+    assert_eq!(versions(&oldest), (1..=20).rev().collect::<Vec<_>>());
+    assert!(
+        !oldest.contains("Older events"),
+        "nothing older than the first event"
+    );
 }

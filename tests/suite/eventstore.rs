@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use quoteline::db::{Conn, Db};
 use quoteline::eventstore::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, GlobalPosition, Metadata,
-    NewEvent, Problem, Projector, RecordedEvent,
+    NewEvent, Problem, ProjectionError, Projector, RecordedEvent,
 };
 use quoteline::on_backend;
 use serde_json::json;
@@ -468,11 +468,12 @@ impl Projector for CountingProjection {
         &'a self,
         mut conn: Conn<'a>,
         events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             for event in events {
                 if event.payload["refuse"] == json!(true) {
-                    return Err(sqlx::Error::Protocol("refused by the projection".into()));
+                    let refused = sqlx::Error::Protocol("refused by the projection".into());
+                    return Err(ProjectionError::Database(refused));
                 }
                 on_backend!(conn.reborrow(), c => {
                     sqlx::query("INSERT INTO projected (event_id) VALUES ($1)").bind(event.event_id).execute(&mut *c).await?;

@@ -4,9 +4,15 @@
 use axum::Router;
 use axum::routing::get;
 use chrono::{TimeDelta, Utc};
-use quoteline::identity::{self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor};
+use std::time::Duration;
+
+use quoteline::identity::sessions::SessionCache;
+use quoteline::identity::{
+    self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor, UserCache,
+};
 use quoteline::kernel::Role;
 use quoteline::on_backend;
+use quoteline::state::Caches;
 
 use crate::support::{
     TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, session_cookie,
@@ -24,6 +30,7 @@ storage_tests!(
     a_signed_out_visitor_is_sent_to_sign_in,
     the_session_cookie_is_http_only_and_same_site_lax,
     signing_out_ends_the_session_in_the_store,
+    signing_out_in_another_process_ends_the_session_here_within_the_cache_time,
     a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing,
     a_post_with_a_wrong_csrf_token_is_refused,
     a_post_from_another_site_is_refused_even_with_the_right_token,
@@ -34,6 +41,9 @@ storage_tests!(
     adding_a_user_twice_is_refused_as_a_duplicate,
     a_password_is_stored_only_as_an_argon2id_hash,
     a_short_or_empty_password_is_refused,
+    a_role_changed_in_this_process_is_seen_by_the_next_request,
+    a_role_changed_by_another_process_is_seen_within_the_time_to_live,
+    the_user_cache_holds_at_most_its_capacity,
 );
 
 async fn signing_in_renews_the_session_and_sends_an_agent_to_their_quotes(test_db: &TestDb) {
@@ -243,6 +253,38 @@ async fn signing_out_ends_the_session_in_the_store(test_db: &TestDb) {
     assert_is_redirect_to(&replayed, "/login");
 }
 
+async fn signing_out_in_another_process_ends_the_session_here_within_the_cache_time(
+    test_db: &TestDb,
+) {
+    let time_to_live = Duration::from_millis(500);
+    let caches = Caches {
+        sessions: SessionCache {
+            capacity: 100,
+            time_to_live,
+        },
+        ..Caches::default()
+    };
+    let open = || quoteline::AppState::open_with(test_db.db.clone(), caches);
+    let a = TestApp::spawn_state(open().await.unwrap()).await;
+    let b = TestApp::spawn_state(open().await.unwrap()).await;
+    let password = a.add_user("asha", &[Role::Agent]).await;
+    let session = session_cookie(&a.sign_in("asha", &password).await).unwrap();
+    let with_cookie = |app: &TestApp| {
+        TestApp::browser()
+            .get(app.url("/"))
+            .header("cookie", format!("quoteline_session={session}"))
+            .send()
+    };
+    // B reads the session (and keeps it).
+    assert_is_redirect_to(&with_cookie(&b).await.unwrap(), "/quotes");
+
+    assert_is_redirect_to(&a.post_form("/logout", &[]).await, "/login");
+    tokio::time::sleep(time_to_live + Duration::from_millis(200)).await;
+
+    assert_is_redirect_to(&with_cookie(&b).await.unwrap(), "/login");
+    assert_is_redirect_to(&with_cookie(&a).await.unwrap(), "/login");
+}
+
 async fn a_post_without_a_csrf_token_is_refused_with_a_page_and_changes_nothing(test_db: &TestDb) {
     let app = TestApp::spawn(test_db).await;
     app.sign_in_as("asha", &[Role::Agent]).await;
@@ -427,6 +469,70 @@ async fn a_short_or_empty_password_is_refused(test_db: &TestDb) {
             .await
             .is_ok()
     );
+}
+
+async fn a_role_changed_in_this_process_is_seen_by_the_next_request(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    assert_is_redirect_to(&app.get("/").await, "/quotes");
+
+    identity::add_or_reset_user(
+        &app.state.db,
+        "asha",
+        "a-new-password",
+        &[Role::Underwriter],
+    )
+    .await
+    .unwrap();
+
+    assert_is_redirect_to(&app.get("/").await, "/underwriting/queue");
+    html_page(app.get("/quotes").await, 403).await;
+}
+
+async fn a_role_changed_by_another_process_is_seen_within_the_time_to_live(test_db: &TestDb) {
+    let time_to_live = Duration::from_millis(400);
+    let cache = UserCache::new(100, time_to_live);
+    let db = &test_db.db;
+    let user = identity::add_user(db, "asha", "correct horse battery", &[Role::Agent])
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.find(db, user.id).await.unwrap().unwrap().roles,
+        [Role::Agent]
+    );
+
+    // Another process's change: straight to the table, past this cache.
+    on_backend!(db, pool => {
+        sqlx::query("UPDATE users SET roles = 'underwriter' WHERE id = $1")
+            .bind(user.id)
+            .execute(pool)
+            .await
+            .map(drop)
+    })
+    .unwrap();
+    let meanwhile = cache.find(db, user.id).await.unwrap().unwrap();
+    tokio::time::sleep(time_to_live + Duration::from_millis(100)).await;
+    let later = cache.find(db, user.id).await.unwrap().unwrap();
+
+    // The bound, not a wish: the old roles for at most the time to live.
+    assert_eq!(meanwhile.roles, [Role::Agent]);
+    assert_eq!(later.roles, [Role::Underwriter]);
+    cache.forget(user.id).await;
+    assert_eq!(cache.entry_count().await, 0);
+}
+
+async fn the_user_cache_holds_at_most_its_capacity(test_db: &TestDb) {
+    let db = &test_db.db;
+    let cache = UserCache::new(4, Duration::from_secs(60));
+    for n in 0..12 {
+        let user = identity::add_user(db, &format!("user{n}"), "long enough", &[Role::Agent])
+            .await
+            .unwrap();
+        assert_eq!(cache.find(db, user.id).await.unwrap(), Some(user));
+    }
+
+    assert!(cache.entry_count().await <= 4);
+    assert_eq!(cache.find(db, uuid::Uuid::now_v7()).await.unwrap(), None);
 }
 
 async fn set_locked_until(app: &TestApp, username: &str, until: chrono::DateTime<Utc>) {

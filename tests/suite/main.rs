@@ -13,5 +13,6 @@ mod decisions;
 mod demo;
 mod eventstore;
 mod identity;
+mod projections;
 mod quote_service;
 mod web;

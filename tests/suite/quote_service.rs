@@ -2,15 +2,19 @@
 //! version, and the quote_summary row kept in the same transaction.
 
 use chrono::Utc;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use quoteline::AppState;
-use quoteline::eventstore::Appended;
+use quoteline::eventstore::{Appended, EventStore};
 use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
-    Action, Command, ContactDetails, DomainError, FamilyDetails, GeographicDetails, PersonName,
-    Status,
+    Action, Command, ContactDetails, DomainError, FamilyDetails, GeographicDetails, NonEmptyText,
+    PersonName, Quote, QuoteEvent, Status, decide, evolve,
 };
 use quoteline::quoting::{CommandError, summary};
+use quoteline::state::Caches;
 use uuid::Uuid;
 
 use crate::support::TestDb;
@@ -20,6 +24,11 @@ storage_tests!(
     a_command_decided_on_an_old_version_is_stale_and_writes_nothing,
     a_refused_command_writes_nothing,
     a_resubmitted_form_returns_its_first_outcome,
+    a_command_through_one_process_is_seen_by_a_load_through_the_other,
+    a_command_decided_on_a_stale_cached_quote_is_stale_and_writes_nothing,
+    a_form_newer_than_the_cached_quote_is_decided_on_the_stored_state,
+    the_quote_cache_holds_at_most_its_weight,
+    any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides,
 );
 
 fn agent() -> Actor {
@@ -217,4 +226,278 @@ async fn a_resubmitted_form_returns_its_first_outcome(test_db: &TestDb) {
     };
     assert_eq!(second, Appended::AlreadyWritten(events));
     assert_eq!(app.store.read_stream(id, 0).await.unwrap().len(), 3);
+}
+
+fn contact() -> Action {
+    Action::ProvideContact(ContactDetails::parse("meera@example.com", "+91 98765 43210").unwrap())
+}
+
+/// The quote folded straight from the store, past every cache, up to `up_to`.
+async fn fresh_fold(store: &EventStore, id: Uuid, up_to: Option<i64>) -> Quote {
+    store
+        .read_stream(id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .take_while(|e| up_to.is_none_or(|v| e.version <= v))
+        .map(|e| QuoteEvent::decode(e).unwrap())
+        .fold(Quote::default(), |quote, event| evolve(quote, &event))
+}
+
+/// Two processes over one database: each its own store writer, quote service and
+/// caches.
+async fn two_processes(test_db: &TestDb) -> (AppState, AppState) {
+    let a = AppState::open(test_db.db.clone()).await.unwrap();
+    let b = AppState::open(test_db.db.clone()).await.unwrap();
+    (a, b)
+}
+
+async fn a_command_through_one_process_is_seen_by_a_load_through_the_other(test_db: &TestDb) {
+    let (a, b) = two_processes(test_db).await;
+    let id = started(&a).await;
+    assert_eq!(b.quotes.load(id, None).await.unwrap().unwrap().version, 1);
+
+    a.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+
+    let latest = b.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!((latest.version, latest.status), (3, Some(Status::Saved)));
+    assert!(latest.geographic.is_some());
+    assert_eq!(latest, fresh_fold(&a.store, id, None).await);
+    // Earlier versions still fold as they stood, with a later quote cached.
+    let first = b.quotes.load(id, Some(1)).await.unwrap().unwrap();
+    assert_eq!(first, fresh_fold(&a.store, id, Some(1)).await);
+    assert_eq!(
+        (first.version, first.status, first.geographic),
+        (1, Some(Status::Initiated), None)
+    );
+    assert_eq!(b.quotes.load(id, Some(3)).await.unwrap().unwrap(), latest);
+    assert_eq!(b.quotes.load(Uuid::now_v7(), None).await.unwrap(), None);
+}
+
+async fn a_command_decided_on_a_stale_cached_quote_is_stale_and_writes_nothing(test_db: &TestDb) {
+    let (a, b) = two_processes(test_db).await;
+    let id = started(&a).await;
+    // B draws a page from version 1 and caches it; A moves the quote on.
+    let drawn = b.quotes.load(id, None).await.unwrap().unwrap();
+    a.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+
+    // B's form, decided on B's cached quote without a read.
+    let stale = b
+        .quotes
+        .execute_on(
+            id,
+            &drawn,
+            1,
+            Command::new(agent(), contact()),
+            &envelope(None),
+        )
+        .await;
+    let stale_again = b
+        .quotes
+        .execute(id, 1, Command::new(agent(), contact()), &envelope(None))
+        .await;
+
+    for outcome in [stale.map(|(appended, _)| appended), stale_again] {
+        assert!(
+            matches!(
+                outcome,
+                Err(CommandError::Stale {
+                    expected: 1,
+                    actual: 3
+                })
+            ),
+            "{outcome:?}"
+        );
+    }
+    let types: Vec<String> = a
+        .store
+        .read_stream(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        ["QuoteStarted", "GeographicDetailsProvided", "QuoteSaved"]
+    );
+    // The page drawn again from B is up to date, and its form goes through.
+    let latest = b.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!(latest.version, 3);
+    let (_, after) = b
+        .quotes
+        .execute_on(
+            id,
+            &latest,
+            3,
+            Command::new(agent(), contact()),
+            &envelope(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.version, 4);
+    assert_eq!(after, fresh_fold(&a.store, id, None).await);
+    assert_eq!(a.quotes.load(id, None).await.unwrap().unwrap(), after);
+}
+
+async fn a_form_newer_than_the_cached_quote_is_decided_on_the_stored_state(test_db: &TestDb) {
+    let (a, b) = two_processes(test_db).await;
+    let id = started(&a).await;
+    b.quotes.load(id, None).await.unwrap().unwrap();
+    a.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+
+    // A page drawn by A at version 3, posted to B, whose cache is at version 1.
+    let appended = b
+        .quotes
+        .execute(id, 3, Command::new(agent(), contact()), &envelope(None))
+        .await
+        .unwrap();
+
+    assert_eq!(appended.last_version(), Some(4));
+    let latest = fresh_fold(&a.store, id, None).await;
+    assert!(latest.geographic.is_some() && latest.contact.is_some());
+    assert_eq!(b.quotes.load(id, None).await.unwrap().unwrap(), latest);
+    assert_eq!(a.quotes.load(id, None).await.unwrap().unwrap(), latest);
+}
+
+async fn the_quote_cache_holds_at_most_its_weight(test_db: &TestDb) {
+    let max_bytes = 8 * 1024;
+    let caches = Caches {
+        quote_bytes: max_bytes,
+        ..Caches::default()
+    };
+    let app = AppState::open_with(test_db.db.clone(), caches)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let id = started(&app).await;
+        app.quotes
+            .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+
+    let (entries, bytes) = app.quotes.cached().await;
+    assert!(bytes <= max_bytes, "{bytes} bytes cached");
+    assert!((1..40).contains(&entries), "{entries} quotes cached");
+    // Those no longer cached load from the store just the same.
+    for id in ids {
+        let quote = app.quotes.load(id, None).await.unwrap().unwrap();
+        assert_eq!(quote, fresh_fold(&app.store, id, None).await);
+    }
+}
+
+/// One step: which process takes the command, whether its page is drawn afresh
+/// (else the form is the one it drew last, perhaps stale), and the command.
+type Step = (bool, bool, usize);
+
+fn commands() -> Vec<Command> {
+    let uma = Actor::new("uma", [Role::Underwriter]);
+    let note = || NonEmptyText::parse("Check the postcode").unwrap();
+    vec![
+        Command::new(agent(), geographic()),
+        Command::new(agent(), contact()),
+        Command::new(
+            agent(),
+            Action::ProvideFamily(FamilyDetails::parse("2", "Ravi", &["Asha".into()]).unwrap()),
+        ),
+        Command::new(agent(), Action::Finalize),
+        Command::new(uma.clone(), Action::ReferBack { note: note() }),
+        Command::new(uma.clone(), Action::Approve),
+        Command::new(uma, Action::Reject { reason: note() }),
+        Command::new(agent(), Action::Withdraw),
+    ]
+}
+
+fn any_steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = (
+        any::<bool>(),
+        prop::bool::weighted(0.6),
+        prop_oneof![
+            3 => 0..4usize, // the agent's sections and submission, most often
+            1 => 4..8usize,
+        ],
+    );
+    prop::collection::vec(step, 1..24)
+}
+
+/// Commands through two processes, interleaved, some on pages drawn long ago: every
+/// write is what `decide` makes of the quote at the form's version, every refusal
+/// is what it or the stream's version says, and both processes end on the quote a
+/// fresh fold gives.
+async fn any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides(test_db: &TestDb) {
+    let (a, b) = two_processes(test_db).await;
+    let commands = commands();
+    let mut runner = TestRunner::deterministic();
+    for case in 0..16 {
+        let steps = any_steps().new_tree(&mut runner).unwrap().current();
+        let id = started(if case % 2 == 0 { &a } else { &b }).await;
+        let mut drawn = [1_i64, 1_i64];
+        for (step, &(through_b, redraw, command)) in steps.iter().enumerate() {
+            let process = if through_b { &b } else { &a };
+            let here = usize::from(through_b);
+            let command = commands[command].clone();
+            let before = fresh_fold(&a.store, id, None).await;
+            let outcome = if redraw {
+                let latest = process.quotes.load(id, None).await.unwrap().unwrap();
+                assert_eq!(
+                    latest, before,
+                    "case {case} step {step}: a load is never stale"
+                );
+                drawn[here] = latest.version as i64;
+                process
+                    .quotes
+                    .execute_on(id, &latest, drawn[here], command.clone(), &envelope(None))
+                    .await
+                    .map(|(appended, _)| appended)
+            } else {
+                process
+                    .quotes
+                    .execute(id, drawn[here], command.clone(), &envelope(None))
+                    .await
+            };
+
+            let at_form = fresh_fold(&a.store, id, Some(drawn[here])).await;
+            let after = fresh_fold(&a.store, id, None).await;
+            let context = format!("case {case} step {step}: {outcome:?}");
+            match outcome {
+                Ok(appended) => {
+                    assert_eq!(drawn[here], before.version as i64, "{context}");
+                    let written: Vec<QuoteEvent> = appended
+                        .events()
+                        .iter()
+                        .map(|e| QuoteEvent::decode(e).unwrap())
+                        .collect();
+                    assert_eq!(written, decide(&at_form, &command).unwrap(), "{context}");
+                    assert_eq!(after.version, before.version + written.len() as u64);
+                    drawn[here] = after.version as i64;
+                }
+                Err(CommandError::Stale { expected, actual }) => {
+                    assert_eq!(expected, drawn[here], "{context}");
+                    assert_eq!(actual, before.version as i64, "{context}");
+                    assert_ne!(expected, actual, "{context}");
+                    assert_eq!(after, before, "{context}");
+                }
+                Err(CommandError::Rejected(_)) => {
+                    assert!(decide(&at_form, &command).is_err(), "{context}");
+                    assert_eq!(after, before, "{context}");
+                }
+                Err(other) => panic!("{context}: {other}"),
+            }
+        }
+        let fresh = fresh_fold(&a.store, id, None).await;
+        assert_eq!(a.quotes.load(id, None).await.unwrap().unwrap(), fresh);
+        assert_eq!(b.quotes.load(id, None).await.unwrap().unwrap(), fresh);
+    }
 }

@@ -197,6 +197,19 @@ impl TestApp {
         let state = quoteline::AppState::open(test_db.db.clone())
             .await
             .expect("open the app");
+        Self::serve(state, make_router).await
+    }
+
+    /// The app over a state of the test's making (caches of other sizes, say); with
+    /// two of these over one database, two processes.
+    pub async fn spawn_state(state: quoteline::AppState) -> TestApp {
+        Self::serve(state, quoteline::router).await
+    }
+
+    async fn serve(
+        state: quoteline::AppState,
+        make_router: impl FnOnce(quoteline::AppState) -> axum::Router,
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let router = make_router(state.clone());

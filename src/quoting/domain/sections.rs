@@ -8,6 +8,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::countries::{self, COUNTRIES};
 use super::fields::{Field, InvalidFields};
@@ -41,15 +43,37 @@ macro_rules! string_newtype {
     };
 }
 
-/// Trims `input` and checks it is a single line of 1..=`max_chars` characters.
-/// `label` starts the sentence for the other problems ("City must be …").
+/// Unicode's format characters (general category Cf), such as U+200B ZERO WIDTH
+/// SPACE or U+202E RIGHT-TO-LEFT OVERRIDE: invisible, and some turn the text after
+/// them around, so what an underwriter or auditor reads would not be what is stored.
+fn is_invisible(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+}
+
+/// The refusal of text with [`is_invisible`] characters, for the field `label`.
+fn invisible_message(label: &str) -> String {
+    format!(
+        "{label} must not contain invisible characters or ones that change the direction of text"
+    )
+}
+
+/// Text in Unicode's normal form C, so one name is stored one way however it was
+/// typed ("é" as one character, not as "e" and a combining accent).
+fn nfc(input: &str) -> String {
+    input.nfc().collect()
+}
+
+/// Trims `input` and checks it is a single line of 1..=`max_chars` characters of
+/// visible text, in normal form C. `label` starts the sentence for the other
+/// problems ("City must be …").
 fn single_line(
     input: &str,
     max_chars: usize,
     label: &str,
     missing: &str,
 ) -> Result<String, String> {
-    let trimmed = input.trim();
+    let text = nfc(input);
+    let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(missing.to_owned());
     }
@@ -60,6 +84,9 @@ fn single_line(
         return Err(format!(
             "{label} must not contain tabs, line breaks or other control characters"
         ));
+    }
+    if trimmed.chars().any(is_invisible) {
+        return Err(invisible_message(label));
     }
     Ok(trimmed.to_owned())
 }
@@ -318,7 +345,10 @@ impl Email {
         if input.chars().count() > 254 {
             return Err("Email address must be 254 characters or fewer".to_owned());
         }
-        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if input
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
             return Err(FORMAT.to_owned());
         }
         let Some((local, domain)) = input.split_once('@') else {
@@ -401,7 +431,8 @@ impl PersonName {
 
 /// Free text a person must give, such as a reason for rejecting a quote or a note
 /// when referring it back. Line breaks are kept (it comes from a `<textarea>`), in the
-/// `\n` form whatever the browser sent.
+/// `\n` form whatever the browser sent; like every free text here it is kept in normal
+/// form C and may hold no invisible characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NonEmptyText(String);
@@ -418,7 +449,9 @@ impl NonEmptyText {
     /// Like [`NonEmptyText::parse`], with messages naming the field, for example
     /// `parse_as(input, "Reason", "Enter a reason for rejecting this quote")`.
     pub fn parse_as(input: impl AsRef<str>, label: &str, missing: &str) -> Result<Self, String> {
-        let text = input.as_ref().replace("\r\n", "\n").replace('\r', "\n");
+        let text = nfc(input.as_ref())
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
         let text = text.trim();
         if text.is_empty() {
             return Err(missing.to_owned());
@@ -434,6 +467,9 @@ impl NonEmptyText {
             .any(|c| c.is_control() && c != '\n' && c != '\t')
         {
             return Err(format!("{label} must not contain control characters"));
+        }
+        if text.chars().any(is_invisible) {
+            return Err(invisible_message(label));
         }
         Ok(Self(text.to_owned()))
     }
@@ -986,6 +1022,97 @@ mod tests {
             NonEmptyText::parse("bell\u{7}").unwrap_err(),
             "Text must not contain control characters"
         );
+    }
+
+    /// Unicode's format characters (Cf): invisible, some of them turning the text
+    /// after them around, so a name could read differently from what was stored.
+    const INVISIBLE: [char; 5] = ['\u{202E}', '\u{200B}', '\u{2066}', '\u{FEFF}', '\u{AD}'];
+
+    #[test]
+    fn free_text_refuses_invisible_and_direction_changing_characters() {
+        for c in INVISIBLE {
+            let input = format!("Asha{c} Rao");
+            let message = invisible_message;
+            assert_eq!(PersonName::parse(&input), Err(message("Name")), "{c:?}");
+            assert_eq!(
+                PersonName::parse_as(&input, "Spouse name", "Enter the spouse's name"),
+                Err(message("Spouse name")),
+                "{c:?}"
+            );
+            assert_eq!(City::parse(&input), Err(message("City")), "{c:?}");
+            assert_eq!(
+                Region::parse(&input),
+                Err(message("State or region")),
+                "{c:?}"
+            );
+            assert_eq!(NonEmptyText::parse(&input), Err(message("Text")), "{c:?}");
+            assert_eq!(
+                NonEmptyText::parse_as(&input, "Reason", "Enter a reason"),
+                Err(message("Reason")),
+                "{c:?}"
+            );
+            assert_eq!(
+                Email::parse(format!("asha{c}@example.com")).unwrap_err(),
+                "Enter an email address in the correct format, like name@example.com",
+                "{c:?}"
+            );
+        }
+        // Alone, an invisible character is not an empty answer: it is refused as
+        // what it is.
+        assert_eq!(
+            City::parse("\u{200B}"),
+            Err("City must not contain invisible characters or ones that change the direction of text".into())
+        );
+    }
+
+    #[test]
+    fn sections_report_an_invisible_character_against_its_field() {
+        let errors =
+            GeographicDetails::parse("IN", "Maharashtra", "Pune\u{202E}", "411001").unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert!(errors.message_for(Field::City).is_some(), "{errors:?}");
+
+        let errors = FamilyDetails::parse("2", "\u{200B}", &children(&["Ravi", "Mee\u{202E}ra"]))
+            .unwrap_err();
+        assert_eq!(
+            errors.0.iter().map(|e| e.field).collect::<Vec<_>>(),
+            [Field::SpouseName, Field::Child(1)]
+        );
+    }
+
+    #[test]
+    fn free_text_is_stored_in_unicode_normal_form_c() {
+        // "é" typed as e and a combining acute accent is stored as the one character.
+        let decomposed = "Jose\u{301} Nun\u{303}ez";
+        let composed = "Jos\u{E9} Nu\u{F1}ez";
+        assert_eq!(PersonName::parse(decomposed).unwrap().as_str(), composed);
+        assert_eq!(City::parse(decomposed).unwrap().as_str(), composed);
+        assert_eq!(Region::parse(decomposed).unwrap().as_str(), composed);
+        assert_eq!(NonEmptyText::parse(decomposed).unwrap().as_str(), composed);
+        assert_eq!(
+            PersonName::parse(decomposed),
+            PersonName::parse(composed),
+            "one name, however it was typed"
+        );
+        // The limit counts characters as stored.
+        let long = "e\u{301}".repeat(100);
+        assert_eq!(
+            PersonName::parse(&long).unwrap().as_str().chars().count(),
+            100
+        );
+    }
+
+    #[test]
+    fn stored_text_with_invisible_characters_still_reads() {
+        // Rules tightened after an event was written never make it unreadable, and
+        // reading does not rewrite it.
+        let stored = "\"Asha\u{202E} Rao\"";
+        let name: PersonName = serde_json::from_str(stored).unwrap();
+        assert_eq!(name.as_str(), "Asha\u{202E} Rao");
+        let text: NonEmptyText = serde_json::from_str("\"Jose\u{301}\"").unwrap();
+        assert_eq!(text.as_str(), "Jose\u{301}");
+        let city: City = serde_json::from_str("\"\u{200B}\"").unwrap();
+        assert_eq!(city.as_str(), "\u{200B}");
     }
 
     #[test]

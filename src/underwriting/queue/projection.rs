@@ -8,37 +8,46 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::db::Conn;
-use crate::eventstore::{Projector, RecordedEvent};
+use crate::eventstore::{ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{QuoteEvent, Status};
+use crate::quoting::projection::{Projected, QuoteProjection, merged_by_quote};
 
 const INSERT: &str = "INSERT INTO approval_queue \
     (quote_id, reference, applicant_name, agent, country, region, dependents, \
-     submitted_at, first_submitted_at, earliest_submission_at, referral_count) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     submitted_at, first_submitted_at, earliest_submission_at, referral_count) ";
 
-/// Every column an append can change; NULL (or 0 referrals) leaves a column as it
-/// was. $5 says whether the quote now waits (TRUE), is back with its agent (FALSE)
-/// or neither changed (NULL); a quote that waits again keeps its first submission.
-const UPDATE: &str = "UPDATE approval_queue SET \
-    country = COALESCE($2, country), \
-    region = COALESCE($3, region), \
-    dependents = COALESCE($4, dependents), \
-    submitted_at = CASE WHEN $5 THEN $6 WHEN NOT $5 THEN NULL ELSE submitted_at END, \
-    first_submitted_at = CASE WHEN $5 THEN COALESCE(earliest_submission_at, $7) \
-        WHEN NOT $5 THEN NULL ELSE first_submitted_at END, \
-    earliest_submission_at = COALESCE(earliest_submission_at, $7), \
-    referral_count = referral_count + $8 \
-    WHERE quote_id = $1";
+/// Every column a batch can change, one row of `changes` per quote; NULL (or 0
+/// referrals) leaves a column as it was. `waiting` says whether the quote now waits
+/// (TRUE), is back with its agent (FALSE) or neither changed (NULL); a quote that
+/// waits again keeps its first submission.
+const CHANGES: &str = "WITH changes (quote_id, country, region, dependents, waiting, \
+    submitted_at, first_submission, referrals) AS (";
 
-const DELETE: &str = "DELETE FROM approval_queue WHERE quote_id = $1";
+const UPDATE_FROM_CHANGES: &str = ") UPDATE approval_queue SET \
+    country = COALESCE(changes.country, approval_queue.country), \
+    region = COALESCE(changes.region, approval_queue.region), \
+    dependents = COALESCE(changes.dependents, approval_queue.dependents), \
+    submitted_at = CASE WHEN changes.waiting THEN changes.submitted_at \
+        WHEN NOT changes.waiting THEN NULL ELSE approval_queue.submitted_at END, \
+    first_submitted_at = CASE \
+        WHEN changes.waiting THEN COALESCE(approval_queue.earliest_submission_at, changes.first_submission) \
+        WHEN NOT changes.waiting THEN NULL ELSE approval_queue.first_submitted_at END, \
+    earliest_submission_at = COALESCE(approval_queue.earliest_submission_at, changes.first_submission), \
+    referral_count = approval_queue.referral_count + changes.referrals \
+    FROM changes WHERE approval_queue.quote_id = changes.quote_id";
+
+const DELETE: &str = "DELETE FROM approval_queue WHERE quote_id IN (";
 
 /// Keeps the number of waiting quotes, so that the unfiltered page counts them
 /// with one row read.
 const MOVE_TOTAL: &str = "UPDATE approval_queue_total SET waiting = waiting + $1 WHERE id = 1";
 
-/// What one quote's events in one append do to its row, merged so that an append
-/// costs at most one statement (and none when nothing the queue keeps changed).
+/// Quotes per statement: 11 parameters each stays far below both backends' limits.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// What one quote's events in a batch do to its row, merged so that each quote is
+/// one row of one statement (and none when nothing the queue keeps changed).
 #[derive(Debug, Default)]
 struct Change {
     started: Option<(String, String, String)>,
@@ -102,53 +111,88 @@ impl Change {
             || self.waiting.is_some()
             || self.referrals != 0
     }
+}
 
-    async fn write(self, mut conn: Conn<'_>, quote_id: Uuid) -> Result<(), sqlx::Error> {
+/// What the batch does to the queue, statement by statement.
+#[derive(Default)]
+struct Writes {
+    waiting_delta: i64,
+    deleted: Vec<Uuid>,
+    inserted: Vec<(Uuid, Change)>,
+    updated: Vec<(Uuid, Change)>,
+}
+
+impl Writes {
+    fn plan(changes: Vec<(Uuid, Change)>) -> Writes {
+        let mut writes = Writes::default();
+        for (quote_id, change) in changes {
+            writes.waiting_delta += change.waiting_delta;
+            match (change.ended, change.started.is_some()) {
+                // A quote started and ended within the same batch never had a row.
+                (true, true) => {}
+                (true, false) => writes.deleted.push(quote_id),
+                (false, true) => writes.inserted.push((quote_id, change)),
+                (false, false) if change.changes_row() => writes.updated.push((quote_id, change)),
+                (false, false) => {}
+            }
+        }
+        writes
+    }
+
+    async fn write(self, mut conn: Conn<'_>) -> Result<(), sqlx::Error> {
         if self.waiting_delta != 0 {
             on_backend!(conn.reborrow(), c => {
                 sqlx::query(MOVE_TOTAL).bind(self.waiting_delta).execute(&mut *c).await?;
             });
         }
-        if self.ended {
-            // A quote started and ended within the same events never had a row.
-            if self.started.is_none() {
-                on_backend!(conn, c => {
-                    sqlx::query(DELETE).bind(quote_id).execute(&mut *c).await?;
-                });
-            }
-            return Ok(());
-        }
-        if let Some((reference, applicant_name, agent)) = &self.started {
-            let waits = self.waiting == Some(true);
-            on_backend!(conn, c => {
-                sqlx::query(INSERT)
-                    .bind(quote_id)
-                    .bind(reference)
-                    .bind(applicant_name)
-                    .bind(agent)
-                    .bind(&self.country)
-                    .bind(&self.region)
-                    .bind(self.dependents)
-                    .bind(self.submitted_at.filter(|_| waits))
-                    .bind(self.first_submission.filter(|_| waits))
-                    .bind(self.first_submission)
-                    .bind(self.referrals)
-                    .execute(&mut *c)
-                    .await?;
+        for ids in self.deleted.chunks(ROWS_PER_STATEMENT) {
+            on_backend!(conn.reborrow(), c => {
+                let mut delete = sqlx::QueryBuilder::new(DELETE);
+                let mut list = delete.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                delete.push(")");
+                delete.build().execute(&mut *c).await?;
             });
-        } else if self.changes_row() {
-            on_backend!(conn, c => {
-                sqlx::query(UPDATE)
-                    .bind(quote_id)
-                    .bind(&self.country)
-                    .bind(&self.region)
-                    .bind(self.dependents)
-                    .bind(self.waiting)
-                    .bind(self.submitted_at)
-                    .bind(self.first_submission)
-                    .bind(self.referrals)
-                    .execute(&mut *c)
-                    .await?;
+        }
+        for rows in self.inserted.chunks(ROWS_PER_STATEMENT) {
+            on_backend!(conn.reborrow(), c => {
+                let mut insert = sqlx::QueryBuilder::new(INSERT);
+                insert.push_values(rows, |mut row, (quote_id, change)| {
+                    let (reference, applicant_name, agent) =
+                        change.started.as_ref().expect("planned as started");
+                    let waits = change.waiting == Some(true);
+                    row.push_bind(*quote_id)
+                        .push_bind(reference)
+                        .push_bind(applicant_name)
+                        .push_bind(agent)
+                        .push_bind(&change.country)
+                        .push_bind(&change.region)
+                        .push_bind(change.dependents)
+                        .push_bind(change.submitted_at.filter(|_| waits))
+                        .push_bind(change.first_submission.filter(|_| waits))
+                        .push_bind(change.first_submission)
+                        .push_bind(change.referrals);
+                });
+                insert.build().execute(&mut *c).await?;
+            });
+        }
+        for rows in self.updated.chunks(ROWS_PER_STATEMENT) {
+            on_backend!(conn.reborrow(), c => {
+                let mut update = sqlx::QueryBuilder::new(CHANGES);
+                update.push_values(rows, |mut row, (quote_id, change)| {
+                    row.push_bind(*quote_id)
+                        .push_bind(&change.country)
+                        .push_bind(&change.region)
+                        .push_bind(change.dependents)
+                        .push_bind(change.waiting)
+                        .push_bind(change.submitted_at)
+                        .push_bind(change.first_submission)
+                        .push_bind(change.referrals);
+                });
+                update.push(UPDATE_FROM_CHANGES);
+                update.build().execute(&mut *c).await?;
             });
         }
         Ok(())
@@ -157,24 +201,19 @@ impl Change {
 
 pub struct ApprovalQueueProjection;
 
-impl Projector for ApprovalQueueProjection {
-    /// An append brings one quote's events; a rebuild may bring many quotes' at once,
-    /// so each run of one quote's events is merged and written on its own.
+impl QuoteProjection for ApprovalQueueProjection {
+    /// Each quote's events in the batch are merged into one change; the batch is
+    /// then at most four statements (the total, deletions, insertions, updates).
     fn apply<'a>(
         &'a self,
-        mut conn: Conn<'a>,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        conn: Conn<'a>,
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            for run in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
-                let mut change = Change::default();
-                for recorded in run {
-                    let event =
-                        QuoteEvent::decode(recorded).map_err(|e| sqlx::Error::Decode(e.into()))?;
-                    change.add(&event, recorded);
-                }
-                change.write(conn.reborrow(), run[0].stream_id).await?;
-            }
+            let changes = merged_by_quote(events, |change: &mut Change, p| {
+                change.add(&p.event, p.recorded)
+            });
+            Writes::plan(changes).write(conn).await?;
             Ok(())
         })
     }
