@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
 use quoteline::demo::{self, Size};
+use quoteline::identity::sessions::SessionSettings;
 use quoteline::identity::{self, AddUserError};
 use quoteline::kernel::Role;
 use quoteline::server::{self, Limits};
@@ -95,6 +96,26 @@ struct Serving {
         value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
     )]
     max_connections: usize,
+    /// End a signed-in session this long after sign-in, however busy (e.g. 12h, 90m)
+    #[arg(
+        long,
+        env = "QUOTELINE_SESSION_LIFETIME",
+        value_name = "DURATION",
+        default_value = "12h",
+        value_parser = duration
+    )]
+    session_lifetime: std::time::Duration,
+    /// The app is reached over HTTPS (itself or behind a proxy): the session cookie is
+    /// Secure and named __Host-quoteline_session, and responses carry
+    /// Strict-Transport-Security. Default: true unless BIND is a loopback address
+    #[arg(
+        long,
+        env = "QUOTELINE_SECURE_COOKIES",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    secure_cookies: Option<bool>,
 }
 
 /// A whole number of seconds, minutes or hours: `10s`, `30m`, `12h`.
@@ -339,6 +360,9 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let address = listener.local_addr()?;
+    let mut sessions = SessionSettings::for_address(address);
+    sessions.lifetime = serving.session_lifetime;
+    sessions.secure = serving.secure_cookies.unwrap_or(sessions.secure);
     let limits = Limits {
         header_read_timeout: serving.header_timeout,
         max_connections: serving.max_connections,
@@ -346,11 +370,20 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
     tracing::info!(
         %address,
         backend = state.db.backend_name(),
+        secure_cookies = sessions.secure,
         header_timeout = ?limits.header_read_timeout,
         max_connections = limits.max_connections,
+        session_lifetime = ?sessions.lifetime,
         "quoteline is serving"
     );
+    if sessions.secure {
+        println!(
+            "The session cookie is Secure: browsers keep it over HTTPS only (set \
+             QUOTELINE_SECURE_COOKIES=false to serve over plain HTTP)."
+        );
+    }
     println!("quoteline is serving on http://{address}");
+    let state = state.with_session_settings(sessions);
     server::serve(listener, router(state), limits, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -363,6 +396,7 @@ mod tests {
     use std::time::Duration;
 
     use clap::CommandFactory;
+    use quoteline::identity::sessions::DEFAULT_LIFETIME;
 
     use super::*;
 
@@ -370,7 +404,7 @@ mod tests {
     fn a_duration_is_a_whole_number_of_seconds_minutes_or_hours() {
         assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(duration("30m"), Ok(Duration::from_secs(30 * 60)));
-        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 60 * 60)));
+        assert_eq!(duration("12h"), Ok(DEFAULT_LIFETIME));
         for refused in ["", "h", "0s", "-1s", "1.5h", "10", "10 s", "10d", "éh"] {
             assert!(duration(refused).is_err(), "{refused:?}");
         }
@@ -386,5 +420,6 @@ mod tests {
         let defaults = Limits::default();
         assert_eq!(serving.header_timeout, defaults.header_read_timeout);
         assert_eq!(serving.max_connections, defaults.max_connections);
+        assert_eq!(serving.session_lifetime, DEFAULT_LIFETIME);
     }
 }

@@ -16,4 +16,5 @@ mod identity;
 mod projections;
 mod quote_service;
 mod server;
+mod sessions;
 mod web;

@@ -1,5 +1,6 @@
 //! The server as users run it: the `quoteline` binary as a process of its own, on a
-//! free port. What a client may hold: the header read timeout, the connection cap.
+//! free port. What a client may hold (the header read timeout, the connection cap)
+//! and what the listening address turns on (Secure cookies and HSTS).
 //!
 //! These do not touch storage beyond opening it, so they run on SQLite alone.
 
@@ -74,6 +75,12 @@ impl Server {
     async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.address).await.unwrap()
     }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("http://{}{path}", self.address))
+            .await
+            .unwrap()
+    }
 }
 
 /// Everything the server sends until it closes the connection.
@@ -147,4 +154,32 @@ async fn with_every_connection_in_use_a_further_one_waits_until_one_closes() {
     };
     assert_eq!(first, "a connection in use closed");
     assert_eq!(status_line(waiting).await, "HTTP/1.1 200 OK");
+}
+
+fn hsts(response: &reqwest::Response) -> Option<&str> {
+    response
+        .headers()
+        .get("strict-transport-security")
+        .map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn served_on_loopback_the_app_speaks_plain_http_unless_told_it_is_behind_https() {
+    let plain = Server::start("127.0.0.1:0", &[]).await;
+    let told = Server::start("127.0.0.1:0", &[("QUOTELINE_SECURE_COOKIES", "true")]).await;
+
+    assert_eq!(hsts(&plain.get("/healthz").await), None);
+    assert_eq!(hsts(&told.get("/healthz").await), Some("max-age=31536000"));
+}
+
+#[tokio::test]
+async fn served_on_every_interface_the_app_is_https_only_unless_told_otherwise() {
+    let secure = Server::start("0.0.0.0:0", &[]).await;
+    let told = Server::start("0.0.0.0:0", &[("QUOTELINE_SECURE_COOKIES", "false")]).await;
+
+    assert_eq!(
+        hsts(&secure.get("/healthz").await),
+        Some("max-age=31536000")
+    );
+    assert_eq!(hsts(&told.get("/healthz").await), None);
 }
