@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod access;
 mod agent_pages;
 mod approval_queue;
 mod audit;
