@@ -93,7 +93,7 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
             AppError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }))
         .layer(map_response(html_error_pages));
-    security_headers(inner).layer(
+    security_headers(inner, sessions.settings().secure).layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {

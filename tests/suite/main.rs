@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod access;
 mod agent_pages;
 mod approval_queue;
 mod audit;
@@ -15,4 +16,6 @@ mod eventstore;
 mod identity;
 mod projections;
 mod quote_service;
+mod server;
+mod sessions;
 mod web;
