@@ -10,7 +10,7 @@ use quoteline::quoting::summary;
 use quoteline::underwriting::queue;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, html_page};
+use crate::support::{TestApp, TestDb, assert_is_redirect_to, field, html_page};
 
 storage_tests!(
     an_approved_quote_leaves_the_queue_and_its_agent_sees_approved,
@@ -55,15 +55,6 @@ async fn submitted_by(app: &TestApp, agent: &Actor) -> Uuid {
         version = appended.last_version().unwrap();
     }
     id
-}
-
-fn field(body: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name}"))
-        + marker.len();
-    body[start..start + body[start..].find('"').unwrap()].to_owned()
 }
 
 /// Opens a decision's confirm page and posts it with `text` (reason or note).
