@@ -9,6 +9,7 @@ mod support;
 mod agent_pages;
 mod approval_queue;
 mod audit;
+mod crash;
 mod decisions;
 mod demo;
 mod eventstore;
