@@ -16,4 +16,5 @@ mod eventstore;
 mod identity;
 mod projections;
 mod quote_service;
+mod random_forms;
 mod web;
