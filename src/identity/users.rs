@@ -314,6 +314,12 @@ pub async fn authenticate(
     password: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<SignIn> {
+    // A name no account can have is not looked up (PostgreSQL refuses a NUL in text),
+    // and is refused as slowly as an unknown one.
+    if !is_valid_username(username) {
+        password::verify(password, None).await?;
+        return Ok(SignIn::Refused);
+    }
     // Each pass that fails to claim its attempt lost to a concurrent attempt; a few
     // passes settle it, and a storm of them is answered as throttled.
     for _ in 0..8 {

@@ -6,7 +6,7 @@ use quoteline::quoting::summary;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, html_page};
+use crate::support::{TestApp, TestDb, assert_is_redirect_to, field, html_page};
 
 storage_tests!(
     an_agent_takes_a_quote_from_start_to_submitted,
@@ -25,17 +25,6 @@ storage_tests!(
     a_form_that_is_not_utf8_is_refused_and_writes_nothing,
 );
 
-/// The value of the hidden or text field `name` in a page.
-fn field(body: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {body}"))
-        + marker.len();
-    let end = body[start..].find('"').unwrap();
-    body[start..start + end].to_owned()
-}
-
 async fn event_types(app: &TestApp, id: Uuid) -> Vec<String> {
     app.state
         .store
@@ -48,7 +37,7 @@ async fn event_types(app: &TestApp, id: Uuid) -> Vec<String> {
 }
 
 /// Starts a quote through the pages; returns its id.
-async fn start_quote(app: &TestApp, applicant: &str) -> Uuid {
+pub async fn start_quote(app: &TestApp, applicant: &str) -> Uuid {
     let form = html_page(app.get("/quotes/new").await, 200).await;
     let id = field(&form, "quote_id");
     let response = app

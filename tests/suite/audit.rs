@@ -21,7 +21,9 @@ use quoteline::quoting::summary;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, html_page, session_cookie};
+use crate::support::{
+    TestApp, TestDb, assert_is_redirect_to, html_page, run_verify_command, session_cookie,
+};
 
 storage_tests!(
     the_timeline_lists_each_event_newest_first_with_its_actor_status_change_and_field_changes,
@@ -723,24 +725,6 @@ async fn tamper(test_db: &TestDb, sql: &str, stream: Uuid) {
     on_backend!(&test_db.db, pool => {
         sqlx::query(sql).bind(stream).execute(pool).await.unwrap();
     });
-}
-
-/// `quoteline verify` against the test's database: its exit status and output.
-async fn run_verify_command(test_db: &TestDb) -> (Option<i32>, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_quoteline"))
-        .arg("verify")
-        .env("DATABASE_URL", test_db.url())
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stdout.is_empty(),
-        "verify printed nothing; stderr: {stderr}"
-    );
-    (output.status.code(), stdout)
 }
 
 async fn tampering_is_reported_by_the_library_the_page_and_the_command(test_db: &TestDb) {

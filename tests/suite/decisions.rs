@@ -6,7 +6,9 @@ use quoteline::quoting::summary;
 use quoteline::underwriting::queue;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, html_page, quote_through_service};
+use crate::support::{
+    TestApp, TestDb, assert_is_redirect_to, field, html_page, quote_through_service,
+};
 
 storage_tests!(
     an_approved_quote_leaves_the_queue_and_its_agent_sees_approved,
@@ -19,15 +21,6 @@ storage_tests!(
 /// A quote submitted by `agent` through the service.
 async fn submitted_by(app: &TestApp, agent: &Actor) -> Uuid {
     quote_through_service(app, agent, [(agent.clone(), Action::Finalize)]).await
-}
-
-fn field(body: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name}"))
-        + marker.len();
-    body[start..start + body[start..].find('"').unwrap()].to_owned()
 }
 
 /// Opens a decision's confirm page and posts it with `text` (reason or note).

@@ -14,7 +14,7 @@ use quoteline::quoting::summary;
 use quoteline::underwriting::queue::{self, QueueFilter};
 use uuid::Uuid;
 
-use crate::support::TestDb;
+use crate::support::{TestDb, run_command};
 
 storage_tests!(
     generated_quotes_fold_to_valid_quotes_in_every_status,
@@ -219,13 +219,8 @@ async fn the_same_seed_gives_the_same_quotes_and_statuses(test_db: &TestDb) {
 
 async fn the_demo_command_generates_without_serving(test_db: &TestDb) {
     let run = || async {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_quoteline"))
-            .args(["demo", "--quotes", "60", "--seed", "2", "--no-serve"])
-            .env("DATABASE_URL", test_db.url())
-            .env("RUST_LOG", "warn")
-            .output()
-            .await
-            .unwrap();
+        let args = ["demo", "--quotes", "60", "--seed", "2", "--no-serve"];
+        let output = run_command(test_db, &args).await;
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert!(
             output.status.success(),

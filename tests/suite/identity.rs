@@ -23,6 +23,7 @@ storage_tests!(
     each_role_starts_at_its_own_page,
     an_admin_starts_at_the_administration_page,
     an_unknown_user_and_a_wrong_password_get_the_same_answer,
+    a_username_no_account_can_have_is_refused_like_an_unknown_one,
     an_empty_sign_in_form_asks_for_both_fields,
     five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused,
     the_right_password_works_again_once_the_lock_time_has_passed,
@@ -129,6 +130,21 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_answer(test_db: &Test
     assert!(unknown.contains(r#"value="nobody""#), "{unknown}");
     assert!(wrong.contains(r#"value="asha""#), "{wrong}");
     assert_is_redirect_to(&app.get("/").await, "/login");
+}
+
+/// PostgreSQL cannot hold a NUL in text, so a lookup of such a name failed (a 500);
+/// the random forms test found it.
+async fn a_username_no_account_can_have_is_refused_like_an_unknown_one(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.add_user("asha", &[Role::Agent]).await;
+
+    for username in ["as\0ha", "asha\u{7f}", "a sha", &"a".repeat(65)] {
+        let body = html_page(app.sign_in(username, "whatever-password").await, 401).await;
+        assert!(
+            body.contains("Enter a correct username and password"),
+            "{username:?}: {body}"
+        );
+    }
 }
 
 async fn an_empty_sign_in_form_asks_for_both_fields(test_db: &TestDb) {

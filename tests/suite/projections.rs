@@ -132,7 +132,7 @@ async fn random_history(app: &AppState, seed: u64, quotes: usize, rounds: usize)
 }
 
 /// Every row of every table the quote projections keep, as text to compare.
-async fn tables(db: &Db) -> Vec<String> {
+pub async fn tables(db: &Db) -> Vec<String> {
     type MaybeTime = Option<DateTime<Utc>>;
     type SummaryHead = (Uuid, String, String, String, String, bool, bool, bool);
     type QueueRow = (
@@ -197,7 +197,7 @@ async fn tables(db: &Db) -> Vec<String> {
 
 /// Empties the projections' tables and applies the whole log again, handing the
 /// projector `chunk(n)` events at a time.
-async fn replay(app: &AppState, log: &[RecordedEvent], mut chunk: impl FnMut() -> usize) {
+pub async fn replay(app: &AppState, log: &[RecordedEvent], mut chunk: impl FnMut() -> usize) {
     let projector = QuoteProjector::new(vec![
         Arc::new(QuoteSummaryProjection),
         Arc::new(ApprovalQueueProjection),

@@ -350,9 +350,51 @@ pub async fn quote_through_service(
 
 /// The value of the first `csrf_token` hidden field in a page.
 pub fn csrf_token_in(body: &str) -> Option<String> {
-    let start = body.find(r#"name="csrf_token" value=""#)? + r#"name="csrf_token" value=""#.len();
+    input_value(body, "csrf_token")
+}
+
+/// The value of the first input named `name` in a page (as the page escapes it).
+pub fn input_value(body: &str, name: &str) -> Option<String> {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = body.find(&marker)? + marker.len();
     let end = body[start..].find('"')?;
     Some(body[start..start + end].to_owned())
+}
+
+/// The value of the hidden or text field `name` in a page, which must have one.
+pub fn field(body: &str, name: &str) -> String {
+    input_value(body, name).unwrap_or_else(|| panic!("no field {name} in {body}"))
+}
+
+/// The `quoteline` binary the outside-in tests run: `QUOTELINE_BIN` when set
+/// (`scripts/test` sets it to the release build), else this build's own.
+pub fn quoteline_binary() -> std::path::PathBuf {
+    std::env::var_os("QUOTELINE_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_quoteline").into())
+}
+
+/// `quoteline ARGS…` run to its end against the test's database.
+pub async fn run_command(test_db: &TestDb, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(quoteline_binary())
+        .args(args)
+        .env("DATABASE_URL", test_db.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `quoteline verify` against the test's database: its exit status and output.
+pub async fn run_verify_command(test_db: &TestDb) -> (Option<i32>, String) {
+    let output = run_command(test_db, &["verify"]).await;
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stdout.is_empty(),
+        "verify printed nothing; stderr: {stderr}"
+    );
+    (output.status.code(), stdout)
 }
 
 /// The session id a response sets in its cookie, if it sets one.
