@@ -241,11 +241,12 @@ for (const databaseUrl of DATABASES) {
       assert.match(await auditor.page.locator('#verify-result').innerText(), /Every hash chain is intact/);
     });
 
-    step('the agent sees the quote approved in their list', async () => {
+    step('the agent sees the quote approved in their list, and a page that is not there', async () => {
       const agent = people.agent;
       await agent.goto('/quotes', { title: /^My quotes/ });
       const row = agent.page.getByRole('row').filter({ hasText: reference });
       assert.match(await row.innerText(), /Approved/);
+      await agent.goto('/quotes/01900000-0000-7000-8000-000000000000', { status: 404 });
     });
   });
 }
