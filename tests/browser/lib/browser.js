@@ -59,9 +59,12 @@ export class Person {
         response.frame() === page.mainFrame() &&
         !(response.status() >= 300 && response.status() < 400),
     );
+    // The new document's own load event: waitForLoadState could still answer for the
+    // page being left, before the new one is committed.
+    const loaded = page.waitForEvent('load');
     await action();
     const response = await landed;
-    await page.waitForLoadState('load');
+    await loaded;
     const html = await response.text();
     const where = `${this.name} at ${response.request().method()} ${new URL(response.url()).pathname}`;
     assert.equal(response.status(), status, `${where}: status\n${html}`);
