@@ -37,10 +37,6 @@ export class Person {
     this.visits = 0;
   }
 
-  close() {
-    return this.context.close();
-  }
-
   /** Opens a path as if typed into the address bar. */
   goto(path, expected) {
     return this.visit(() => this.page.goto(path), expected);
