@@ -1,6 +1,7 @@
 //! The server as users run it: the `quoteline` binary as a process of its own, on a
 //! free port. What a client may hold (the header read timeout, the connection cap)
-//! and what the listening address turns on (Secure cookies and HSTS).
+//! and what the listening address turns on (Secure cookies and HSTS); and, in
+//! process, what the server tells each request about its client.
 //!
 //! These do not touch storage beyond opening it, so they run on SQLite alone.
 
@@ -8,6 +9,10 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use quoteline::server::{self, Limits};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
@@ -154,6 +159,34 @@ async fn with_every_connection_in_use_a_further_one_waits_until_one_closes() {
     };
     assert_eq!(first, "a connection in use closed");
     assert_eq!(status_line(waiting).await, "HTTP/1.1 200 OK");
+}
+
+/// Sign-in limits go by the client's address; the server hands it to every request.
+#[tokio::test]
+async fn each_request_carries_the_address_of_its_client() {
+    async fn peer(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+        peer.to_string()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = Router::new().route("/peer", get(peer));
+    tokio::spawn(server::serve(
+        listener,
+        router,
+        Limits::default(),
+        std::future::pending(),
+    ));
+    let mut client = TcpStream::connect(address).await.unwrap();
+    let client_address = client.local_addr().unwrap().to_string();
+
+    client
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: quoteline\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+
+    let response = String::from_utf8(read_until_closed(client).await).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with(&client_address), "{response}");
 }
 
 fn hsts(response: &reqwest::Response) -> Option<&str> {
