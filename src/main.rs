@@ -297,7 +297,9 @@ async fn serve(state: AppState, bind: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = state.db.backend_name(), "quoteline is serving");
     println!("quoteline is serving on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
+    // Each connection's peer address: sign-ins are limited per client address.
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -19,11 +19,14 @@
 //!   time. quoteline's keys are written at sign-in (a new session id, which no
 //!   cache holds yet) and for renewal, where a stale copy costs at most an early
 //!   renewal.
+//!
+//! A signed-out visitor has no session: the sign-in form is protected without one
+//! (`signed_out::FormSigner`, whose key this opens and puts into every request).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Router;
+use axum::{Extension, Router};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::cookie::time::{self, OffsetDateTime};
 use tower_sessions::session::{Id, Record};
@@ -32,6 +35,7 @@ use tower_sessions::{CachingSessionStore, Expiry, Session, SessionManagerLayer, 
 use tower_sessions_moka_store::MokaStore;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
+use super::signed_out::FormSigner;
 use crate::db::{Backend, Db};
 use crate::on_backend;
 
@@ -73,6 +77,7 @@ pub struct Sessions {
     store: Backend<SqliteStore, PostgresStore>,
     cache: Recent,
     secure_cookies: bool,
+    form_signer: FormSigner,
 }
 
 impl Sessions {
@@ -111,7 +116,13 @@ impl Sessions {
             store,
             cache: Recent::new(cache),
             secure_cookies,
+            form_signer: FormSigner::open(db, secure_cookies).await?,
         })
+    }
+
+    /// What signs and checks signed-out visitors' form tokens.
+    pub fn form_signer(&self) -> &FormSigner {
+        &self.form_signer
     }
 
     /// Deletes expired sessions every few minutes, for as long as the runtime lives.
@@ -126,12 +137,14 @@ impl Sessions {
         })
     }
 
-    /// Wraps `router` in the session layer of this backend's store, behind the cache.
+    /// Wraps `router` in the session layer of this backend's store, behind the cache,
+    /// and gives every request the form signer.
     pub fn layer(&self, router: Router) -> Router {
-        on_backend!(&self.store, store => {
+        let router = on_backend!(&self.store, store => {
             let cached = cached(self.cache.clone(), store.clone());
             router.layer(self.configure(SessionManagerLayer::new(cached)))
-        })
+        });
+        router.layer(Extension(self.form_signer.clone()))
     }
 
     fn configure<S: SessionStore + Clone>(

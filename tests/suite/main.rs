@@ -15,4 +15,5 @@ mod eventstore;
 mod identity;
 mod projections;
 mod quote_service;
+mod sign_in_abuse;
 mod web;
