@@ -5,8 +5,8 @@ use std::sync::Arc;
 use crate::audit::TimelineProjection;
 use crate::db::Db;
 use crate::eventstore::{EventStore, Projector};
-use crate::identity::Sessions;
 use crate::identity::sessions::{SessionCache, SessionSettings};
+use crate::identity::{Sessions, SignInLimits, attempts};
 use crate::quoting::projection::QuoteProjector;
 use crate::quoting::service::CACHED_QUOTE_BYTES;
 use crate::quoting::{QuoteService, QuoteSummaryProjection};
@@ -19,6 +19,8 @@ pub struct AppState {
     pub store: EventStore,
     pub quotes: QuoteService,
     pub sessions: Sessions,
+    /// Per client address, how many failed sign-ins it may still make.
+    pub sign_ins: SignInLimits,
 }
 
 /// The sizes of a process's caches. The signed-in users' cache is the process's own
@@ -58,11 +60,13 @@ impl AppState {
         let quotes = QuoteService::with_cache_bytes(store.clone(), caches.quote_bytes);
         let sessions = Sessions::open_with(&db, caches.sessions).await?;
         sessions.spawn_expired_deletion();
+        attempts::spawn_pruning(db.clone());
         Ok(AppState {
             db,
             store,
             quotes,
             sessions,
+            sign_ins: SignInLimits::from_env(),
         })
     }
 

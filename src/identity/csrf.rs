@@ -1,17 +1,23 @@
 //! Cross-site request forgery protection, two layers deep: the browser's own word on
 //! where a request came from (Sec-Fetch-Site / Origin, tower-http's `CsrfLayer`), and
-//! a random token kept in the session that every form carries back as `csrf_token`.
+//! a token that every form carries back as `csrf_token`: signed in, a random token
+//! kept in the session; signed out (the sign-in form), a token signed for the
+//! browser's sign-in cookie, with no session at all (`signed_out`).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 use tower_http::csrf::CsrfLayer;
 use tower_sessions::Session;
+use uuid::Uuid;
 
-use super::sessions::CSRF_TOKEN;
+use super::sessions::{CSRF_TOKEN, USER_ID};
+pub use super::signed_out::{FormSigner, SIGN_IN_COOKIE, SIGNED_OUT_TOKEN_SECONDS, SignedOutForm};
+use super::signed_out::{browser_value, random_hex};
 use crate::web::AppError;
 
 /// The form field that carries the token.
@@ -26,7 +32,7 @@ pub fn cross_origin_layer() -> CsrfLayer {
 }
 
 /// The session's token, made on first use. Pages that render a form call this
-/// (through `CurrentUser` or `anonymous_layout`).
+/// (through `CurrentUser`).
 pub async fn token(session: &Session) -> Result<String, tower_sessions::session::Error> {
     if let Some(token) = session.get::<String>(CSRF_TOKEN).await? {
         return Ok(token);
@@ -44,12 +50,13 @@ pub async fn renew_token(session: &Session) -> Result<String, tower_sessions::se
 }
 
 fn new_token() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
+    random_hex()
 }
 
-/// Middleware: every request that may change something must carry the session's
-/// token in its form body, or it reaches no handler. The body (at most `BODY_LIMIT`,
-/// enforced outside) is read here and handed on unchanged.
+/// Middleware: every request that may change something must carry in its form body
+/// the session's token, or (signed out) a token signed for its browser's sign-in
+/// cookie, or it reaches no handler. The body (at most `BODY_LIMIT`, enforced
+/// outside) is read here and handed on unchanged.
 pub async fn verify_form_token(session: Session, request: Request, next: Next) -> Response {
     if matches!(
         *request.method(),
@@ -57,8 +64,8 @@ pub async fn verify_form_token(session: Session, request: Request, next: Next) -
     ) {
         return next.run(request).await;
     }
-    let expected = match session.get::<String>(CSRF_TOKEN).await {
-        Ok(token) => token,
+    let (expected, signed_in) = match session_token(&session).await {
+        Ok(found) => found,
         Err(error) => return AppError::Internal(error.into()).into_response(),
     };
     let (parts, body) = request.into_parts();
@@ -71,20 +78,42 @@ pub async fn verify_form_token(session: Session, request: Request, next: Next) -
     } else {
         (None, Body::empty())
     };
-    match (expected, sent) {
-        (Some(expected), Some(sent)) if tokens_match(&expected, &sent) => {
-            next.run(Request::from_parts(parts, body)).await
-        }
-        (expected, sent) => {
-            tracing::warn!(
-                path = %parts.uri.path(),
-                session_has_token = expected.is_some(),
-                request_has_token = sent.is_some(),
-                "refused a form without the session's CSRF token"
-            );
-            AppError::forbidden(EXPIRED).into_response()
-        }
+    let passes = match (&expected, &sent) {
+        (Some(expected), Some(sent)) if tokens_match(expected, sent) => true,
+        (_, Some(sent)) if !signed_in => signed_for_browser(&parts, sent),
+        _ => false,
+    };
+    if passes {
+        return next.run(Request::from_parts(parts, body)).await;
     }
+    tracing::warn!(
+        path = %parts.uri.path(),
+        signed_in,
+        session_has_token = expected.is_some(),
+        request_has_token = sent.is_some(),
+        "refused a form without a valid CSRF token"
+    );
+    AppError::forbidden(EXPIRED).into_response()
+}
+
+/// The session's token, and whether someone is signed in to it.
+async fn session_token(
+    session: &Session,
+) -> Result<(Option<String>, bool), tower_sessions::session::Error> {
+    let token = session.get::<String>(CSRF_TOKEN).await?;
+    let user: Option<Uuid> = session.get(USER_ID).await?;
+    Ok((token, user.is_some()))
+}
+
+/// Whether `sent` is a live token signed for the browser's sign-in cookie.
+fn signed_for_browser(parts: &Parts, sent: &str) -> bool {
+    let (Some(signer), Some(browser)) = (
+        parts.extensions.get::<FormSigner>(),
+        browser_value(&parts.headers),
+    ) else {
+        return false;
+    };
+    signer.verify(sent, &browser, chrono::Utc::now().timestamp())
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

@@ -90,15 +90,6 @@ pub fn home_of(roles: &[Role]) -> &'static str {
     .map_or("/", |(_, path)| path)
 }
 
-/// The frame for a page shown to someone signed out (the sign-in page): no viewer,
-/// but a token, since its form is checked like any other.
-pub async fn anonymous_layout(session: &Session) -> Result<Layout, AppError> {
-    Ok(Layout {
-        viewer: None,
-        csrf_token: csrf::token(session).await.map_err(internal)?,
-    })
-}
-
 fn internal(error: impl Into<anyhow::Error>) -> AppError {
     AppError::Internal(error.into())
 }

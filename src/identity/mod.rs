@@ -2,23 +2,27 @@
 //! server-side sessions, CSRF protection, and the extractors that tell every other
 //! context who is asking and whether they may.
 
+pub mod attempts;
+mod client;
 pub mod csrf;
 mod current_user;
 mod pages;
 pub mod password;
 pub mod sessions;
+mod signed_out;
 pub mod throttle;
 mod users;
 
 use axum::Router;
 use axum::routing::{get, post};
 
+pub use client::{ClientAddress, REMEMBERED_ADDRESSES, SignInLimits};
 pub use current_user::{
     Agent, AgentUnderwriterOrAuditor, Auditor, CurrentUser, Underwriter, UnderwriterOrAuditor,
-    anonymous_layout, home_of,
+    home_of,
 };
 pub use sessions::Sessions;
-pub use throttle::sign_in_allowed;
+pub use throttle::{AddressLimit, sign_in_allowed};
 pub use users::{
     AddUserError, CACHED_USER_TIME_TO_LIVE, CACHED_USERS, SignIn, User, UserCache,
     add_or_reset_user, add_user, authenticate, find_user,

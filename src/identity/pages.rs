@@ -2,19 +2,25 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::client::ClientAddress;
 use super::csrf;
-use super::current_user::{CurrentUser, anonymous_layout};
+use super::current_user::CurrentUser;
+use super::password::SIGN_IN_WAIT;
 use super::sessions::{self, USER_ID};
+use super::signed_out::SignedOutForm;
 use super::throttle::{wait_in_words, whole_seconds};
-use super::users::{self, SignIn, UserCache};
+use super::users::{self, MAX_USERNAME_CHARS, SignIn, UserCache};
 use crate::kernel::Role;
 use crate::state::AppState;
 use crate::web::{AppError, Form, Layout};
@@ -79,10 +85,28 @@ pub async fn start(user: Option<CurrentUser>) -> Result<Response, AppError> {
     }
 }
 
-/// `GET /login`
+/// Where a request comes from, by the application's rule (`SignInLimits`). Here, not
+/// beside the type: the state holds the limits, so their file cannot import it.
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        Ok(state.sign_ins.client_address(peer, &parts.headers))
+    }
+}
+
+/// `GET /login`. A signed-out visitor gets the form and, the first time, the cookie
+/// its token is signed for; no session.
 pub async fn sign_in_page(
     user: Option<CurrentUser>,
-    session: Session,
+    form: SignedOutForm,
 ) -> Result<Response, AppError> {
     if let Some(user) = user {
         return Ok(SignedInPage {
@@ -92,12 +116,11 @@ pub async fn sign_in_page(
         }
         .into_response());
     }
-    Ok(SignInPage {
-        layout: anonymous_layout(&session).await?,
+    Ok(form.respond(SignInPage {
+        layout: form.layout(),
         username: String::new(),
         errors: vec![],
-    }
-    .into_response())
+    }))
 }
 
 #[derive(Deserialize)]
@@ -108,11 +131,14 @@ pub struct SignInForm {
     password: String,
 }
 
-/// `POST /login`
-#[tracing::instrument(skip_all, fields(username = %form.username.trim()))]
+/// `POST /login`. Each failure is logged with the address and the name as typed
+/// (escaped, so a name cannot write a line of its own into the log).
+#[tracing::instrument(skip_all, fields(%address))]
 pub async fn sign_in(
     State(state): State<AppState>,
+    address: ClientAddress,
     session: Session,
+    signed_out: SignedOutForm,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, AppError> {
     let username = form.username.trim().to_owned();
@@ -124,12 +150,37 @@ pub async fn sign_in(
         errors.push(("password", "Enter your password"));
     }
     if !errors.is_empty() {
-        return retry(&session, StatusCode::UNPROCESSABLE_ENTITY, username, errors).await;
+        return Ok(retry(
+            &signed_out,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            username,
+            errors,
+        ));
+    }
+
+    if let Err(wait) = state.sign_ins.take(&address).await {
+        tracing::info!(username = ?username, "sign-in refused: too many failures from this address");
+        return Ok(too_many(
+            &signed_out,
+            TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX),
+        ));
+    }
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        // No such name can exist, and everyone may know that: nothing to check.
+        tracing::info!(username = ?username, "sign-in refused: no such username");
+        let errors = vec![("username", WRONG_CREDENTIALS)];
+        return Ok(retry(
+            &signed_out,
+            StatusCode::UNAUTHORIZED,
+            username,
+            errors,
+        ));
     }
 
     let now = Utc::now();
-    match users::authenticate(&state.db, &username, &form.password, now).await? {
+    match users::authenticate(&state.db, &username, &form.password, &address, now).await? {
         SignIn::SignedIn(user) => {
+            state.sign_ins.give_back(&address).await;
             // A new session id at the change of privilege: an id planted before
             // sign-in (session fixation) is worth nothing after it.
             session.cycle_id().await.map_err(internal)?;
@@ -145,39 +196,66 @@ pub async fn sign_in(
             Ok(Redirect::to(home).into_response())
         }
         SignIn::Refused => {
+            tracing::info!(username = ?username, "sign-in refused: wrong username or password");
             let errors = vec![("username", WRONG_CREDENTIALS)];
-            retry(&session, StatusCode::UNAUTHORIZED, username, errors).await
+            Ok(retry(
+                &signed_out,
+                StatusCode::UNAUTHORIZED,
+                username,
+                errors,
+            ))
         }
         SignIn::Locked { until } => {
-            let wait = until - now;
-            let page = LockedPage {
-                layout: anonymous_layout(&session).await?,
-                wait: wait_in_words(wait),
-                until: until.format("%H:%M:%S UTC").to_string(),
-            };
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
-            let seconds = whole_seconds(wait).to_string();
-            if let Ok(value) = HeaderValue::from_str(&seconds) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            tracing::info!(username = ?username, %until, "sign-in refused: too many attempts at this name from this address");
+            Ok(too_many(&signed_out, until - now))
+        }
+        SignIn::Busy => {
+            // Nothing was checked: the attempt is not the address's to pay for.
+            state.sign_ins.give_back(&address).await;
+            tracing::warn!(username = ?username, "sign-in refused: every password-hashing thread is busy");
+            let mut response =
+                AppError::for_status(StatusCode::SERVICE_UNAVAILABLE).into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                retry_after(SIGN_IN_WAIT.as_secs() as i64),
+            );
             Ok(response)
         }
     }
 }
 
 /// The sign-in form again, with what was typed (never the password) and why.
-async fn retry(
-    session: &Session,
+fn retry(
+    signed_out: &SignedOutForm,
     status: StatusCode,
     username: String,
     errors: Vec<(&'static str, &'static str)>,
-) -> Result<Response, AppError> {
+) -> Response {
     let page = SignInPage {
-        layout: anonymous_layout(session).await?,
+        layout: signed_out.layout(),
         username,
         errors,
     };
-    Ok((status, page).into_response())
+    signed_out.respond((status, page))
+}
+
+/// 429: wait this long before the next attempt from here.
+fn too_many(signed_out: &SignedOutForm, wait: TimeDelta) -> Response {
+    let until = Utc::now() + wait;
+    let page = LockedPage {
+        layout: signed_out.layout(),
+        wait: wait_in_words(wait),
+        until: until.format("%H:%M:%S UTC").to_string(),
+    };
+    let mut response = signed_out.respond((StatusCode::TOO_MANY_REQUESTS, page));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after(whole_seconds(wait)));
+    response
+}
+
+fn retry_after(seconds: i64) -> HeaderValue {
+    HeaderValue::from(seconds.max(1))
 }
 
 /// `POST /logout`: ends the session in the store, not only in the browser, and drops

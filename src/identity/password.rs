@@ -1,40 +1,178 @@
-//! Password hashing with argon2id. Both directions cost tens of milliseconds of CPU
-//! on purpose, so they run on the blocking pool, never on a request's worker thread.
+//! Password hashing with argon2id. Each hash costs tens of milliseconds of CPU and
+//! 19 MiB of memory on purpose, so hashes run on threads of their own, one per core:
+//! however many sign-ins arrive at once, at most that many hashes (and 19 MiB each)
+//! are under way. A sign-in waits its turn for at most [`SIGN_IN_WAIT`] and is then
+//! told the service is busy; nothing else in the process waits behind a hash.
+//!
+//! Bounding the hashes at once is not enough on glibc: after the first 19 MiB block
+//! is freed, glibc raises its mmap threshold above that size, so later blocks come
+//! from the arenas' heaps, which keep them (fragmented, two or three each) once
+//! freed: 80 sign-ins left 400 MB resident with two hashing threads. So the pool
+//! fixes the threshold at 1 MiB before the first hash: every block is mapped for
+//! its hash and unmapped after it.
 
-use std::sync::LazyLock;
+use std::sync::mpsc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// The shortest password `user add` accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// How long a sign-in waits for a hashing thread before it is answered 503.
+pub const SIGN_IN_WAIT: Duration = Duration::from_secs(5);
+
+/// Every hashing thread was busy for [`SIGN_IN_WAIT`]: try again shortly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("every password-hashing thread is busy")]
+pub struct Busy;
+
+/// A hashing thread held for one hash; the next waiter gets it when the hash is done.
+#[derive(Debug)]
+pub struct Turn {
+    _permit: OwnedSemaphorePermit,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A turn on a hashing thread, waiting at most [`SIGN_IN_WAIT`] for one.
+pub async fn turn() -> Result<Turn, Busy> {
+    POOL.turn(SIGN_IN_WAIT).await
+}
+
+/// How many hashes may run at once: one per core this process may use.
+pub fn hashing_threads() -> usize {
+    POOL.threads
+}
+
 /// The PHC string (`$argon2id$v=19$m=…`) for `password`, with a fresh random salt.
 pub async fn hash(password: &str) -> anyhow::Result<String> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|error| anyhow::anyhow!("cannot hash a password: {error}"))
-    })
-    .await?
+    POOL.turn_when_free()
+        .await
+        .run(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|error| anyhow::anyhow!("cannot hash a password: {error}"))
+        })
+        .await?
 }
 
-/// Whether `password` matches `stored` (a PHC string). `None` checks against a hash
-/// of no one's password, so that an unknown username takes as long to refuse as a
-/// wrong password and the timing does not tell which usernames exist.
-pub async fn verify(password: &str, stored: Option<String>) -> anyhow::Result<bool> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let stored = stored.unwrap_or_else(|| NO_ONES_HASH.clone());
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), stored.as_str())
-            .is_ok();
-        known && matches
-    })
-    .await
-    .map_err(Into::into)
+impl Turn {
+    /// Whether `password` matches `stored` (a PHC string). `None` checks against a
+    /// hash of no one's password, so that an unknown username takes as long to refuse
+    /// as a wrong password and the timing does not tell which usernames exist.
+    pub async fn verify(self, password: &str, stored: Option<String>) -> anyhow::Result<bool> {
+        let password = password.to_owned();
+        self.run(move || {
+            let known = stored.is_some();
+            let stored = stored.unwrap_or_else(|| NO_ONES_HASH.clone());
+            let matches = Argon2::default()
+                .verify_password(password.as_bytes(), stored.as_str())
+                .is_ok();
+            known && matches
+        })
+        .await
+    }
+
+    /// Runs `work` on a hashing thread. The turn is given back when the work is done,
+    /// even if the request that asked for it has gone.
+    async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (done, result) = oneshot::channel();
+        let jobs = self.jobs.clone();
+        let job: Job = Box::new(move || {
+            let _turn = self;
+            let _ = done.send(work());
+        });
+        jobs.send(job)
+            .map_err(|_| anyhow::anyhow!("the password-hashing threads have stopped"))?;
+        result
+            .await
+            .map_err(|_| anyhow::anyhow!("a password-hashing thread stopped mid-hash"))
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and the turns that admit work to them: as many turns as
+/// threads, so a job never waits in the channel for long.
+struct Pool {
+    threads: usize,
+    turns: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The process's hashing threads, started on first use.
+static POOL: LazyLock<Pool> =
+    LazyLock::new(|| Pool::start(std::thread::available_parallelism().map_or(1, usize::from)));
+
+impl Pool {
+    fn start(threads: usize) -> Pool {
+        map_large_blocks_afresh();
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held while taking a job, not while doing it.
+                        let next = queue.lock().map(|queue| queue.recv());
+                        match next {
+                            Ok(Ok(job)) => job(),
+                            _ => return,
+                        }
+                    }
+                })
+                .expect("start a password-hashing thread");
+        }
+        Pool {
+            threads,
+            turns: Arc::new(Semaphore::new(threads)),
+            jobs,
+        }
+    }
+
+    async fn turn(&self, wait: Duration) -> Result<Turn, Busy> {
+        match tokio::time::timeout(wait, self.turns.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(self.turn_with(permit)),
+            _ => Err(Busy),
+        }
+    }
+
+    /// A turn however long that takes (adding users, not answering requests).
+    async fn turn_when_free(&self) -> Turn {
+        let permit = self.turns.clone().acquire_owned().await;
+        self.turn_with(permit.expect("the hashing semaphore is never closed"))
+    }
+
+    fn turn_with(&self, permit: OwnedSemaphorePermit) -> Turn {
+        Turn {
+            _permit: permit,
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+/// Makes glibc map every allocation of 1 MiB or more on its own and unmap it when
+/// freed, instead of raising the threshold past argon2's blocks and keeping them in
+/// its arenas (see the module's notes). Other allocators give large blocks back as
+/// they are.
+fn map_large_blocks_afresh() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator parameter, under glibc's own lock.
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        if set != 1 {
+            tracing::warn!("could not fix the allocator's mmap threshold");
+        }
+    }
 }
 
 static NO_ONES_HASH: LazyLock<String> = LazyLock::new(|| {
@@ -49,19 +187,28 @@ static NO_ONES_HASH: LazyLock<String> = LazyLock::new(|| {
 mod tests {
     use super::*;
 
+    async fn verify(password: &str, stored: Option<String>) -> bool {
+        turn()
+            .await
+            .unwrap()
+            .verify(password, stored)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_hash_is_an_argon2id_phc_string_that_verifies_only_its_password() {
         let stored = hash("correct horse").await.unwrap();
 
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         assert!(!stored.contains("correct horse"));
-        assert!(verify("correct horse", Some(stored.clone())).await.unwrap());
-        assert!(!verify("correct hors", Some(stored)).await.unwrap());
+        assert!(verify("correct horse", Some(stored.clone())).await);
+        assert!(!verify("correct hors", Some(stored)).await);
     }
 
     #[tokio::test]
     async fn no_password_matches_an_unknown_user() {
-        assert!(!verify("anything at all", None).await.unwrap());
+        assert!(!verify("anything at all", None).await);
     }
 
     #[tokio::test]
@@ -70,5 +217,25 @@ mod tests {
             hash("same words").await.unwrap(),
             hash("same words").await.unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_turn_waits_while_every_thread_is_taken_and_hashes_on_the_pools_thread() {
+        let pool = Pool::start(1);
+        let taken = pool.turn(SIGN_IN_WAIT).await.unwrap();
+
+        assert_eq!(
+            pool.turn(Duration::from_millis(20)).await.unwrap_err(),
+            Busy
+        );
+        drop(taken);
+        let on = pool
+            .turn(SIGN_IN_WAIT)
+            .await
+            .unwrap()
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_eq!(on.as_deref(), Some("argon2-0"));
     }
 }

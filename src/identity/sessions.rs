@@ -21,13 +21,16 @@
 //!   time. quoteline's keys are written at sign-in (a new session id, which no
 //!   cache holds yet) and for renewal, where a stale copy costs at most an early
 //!   renewal.
+//!
+//! A signed-out visitor has no session: the sign-in form is protected without one
+//! (`signed_out::FormSigner`, whose key this opens and puts into every request).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Router;
+use axum::{Extension, Router};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::cookie::time::{self, OffsetDateTime};
 use tower_sessions::session::{Id, Record};
@@ -36,6 +39,7 @@ use tower_sessions::{CachingSessionStore, Expiry, Session, SessionManagerLayer, 
 use tower_sessions_moka_store::MokaStore;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
+use super::signed_out::FormSigner;
 use crate::db::{Backend, Db};
 use crate::on_backend;
 
@@ -151,6 +155,7 @@ pub struct Sessions {
     store: Backend<SqliteStore, PostgresStore>,
     cache: Recent,
     settings: SessionSettings,
+    form_signer: FormSigner,
 }
 
 impl Sessions {
@@ -187,12 +192,17 @@ impl Sessions {
             store,
             cache: Recent::new(cache),
             settings: SessionSettings::default(),
+            form_signer: FormSigner::open(db, SessionSettings::default().secure).await?,
         })
     }
 
     /// The same store with its cookie set and its sessions timed by `settings`.
     pub fn with_settings(self, settings: SessionSettings) -> Sessions {
-        Sessions { settings, ..self }
+        Sessions {
+            form_signer: self.form_signer.with_secure_cookies(settings.secure),
+            settings,
+            ..self
+        }
     }
 
     pub fn settings(&self) -> &SessionSettings {
@@ -209,6 +219,11 @@ impl Sessions {
         Ok(signed_in_at.is_some_and(|at| self.settings.clock.now().saturating_sub(at) >= lifetime))
     }
 
+    /// What signs and checks signed-out visitors' form tokens.
+    pub fn form_signer(&self) -> &FormSigner {
+        &self.form_signer
+    }
+
     /// Deletes expired sessions every few minutes, for as long as the runtime lives.
     pub fn spawn_expired_deletion(&self) {
         on_backend!(&self.store, store => {
@@ -221,12 +236,14 @@ impl Sessions {
         })
     }
 
-    /// Wraps `router` in the session layer of this backend's store, behind the cache.
+    /// Wraps `router` in the session layer of this backend's store, behind the cache,
+    /// and gives every request the form signer.
     pub fn layer(&self, router: Router) -> Router {
-        on_backend!(&self.store, store => {
+        let router = on_backend!(&self.store, store => {
             let cached = cached(self.cache.clone(), store.clone());
             router.layer(self.configure(SessionManagerLayer::new(cached)))
-        })
+        });
+        router.layer(Extension(self.form_signer.clone()))
     }
 
     fn configure<S: SessionStore + Clone>(

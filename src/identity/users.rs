@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
+use super::attempts::{self, Claim};
+use super::client::ClientAddress;
 use super::password::{self, MIN_PASSWORD_CHARS};
-use super::throttle::{lock_after, sign_in_allowed};
 use crate::db::{Db, Unique, unique_violation};
 use crate::kernel::Role;
 use crate::on_backend;
@@ -49,26 +50,18 @@ impl From<sqlx::Error> for AddUserError {
 const INSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 
-/// Adds the user, or gives an existing one this password and these roles (and lifts
-/// any sign-in lock): for the demo, whose passwords are shown only once.
+/// Adds the user, or gives an existing one this password and these roles: for the
+/// demo, whose passwords are shown only once.
 const UPSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
      VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
-     roles = excluded.roles, failed_attempts = 0, locked_until = NULL \
+     roles = excluded.roles \
      RETURNING id, username, roles, created_at";
 
 const SELECT_USER_BY_ID: &str = "SELECT id, username, roles, created_at FROM users WHERE id = $1";
 
-const SELECT_CREDENTIALS: &str = "SELECT id, username, roles, created_at, password_hash, \
-     failed_attempts, locked_until FROM users WHERE username = $1";
-
-/// Claims one attempt: succeeds only if no other attempt was counted since the row
-/// was read, so that concurrent guesses cannot share a slot.
-const COUNT_ATTEMPT: &str = "UPDATE users SET failed_attempts = $2, locked_until = $3 \
-     WHERE id = $1 AND failed_attempts = $4";
-
-const RESET_ATTEMPTS: &str =
-    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1";
+const SELECT_CREDENTIALS: &str =
+    "SELECT id, username, roles, created_at, password_hash FROM users WHERE username = $1";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -83,8 +76,6 @@ struct CredentialsRow {
     #[sqlx(flatten)]
     user: UserRow,
     password_hash: String,
-    failed_attempts: i32,
-    locked_until: Option<DateTime<Utc>>,
 }
 
 impl From<UserRow> for User {
@@ -121,8 +112,11 @@ fn roles_text(roles: &[Role]) -> String {
         .join(",")
 }
 
+/// The longest username there can be.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
 fn is_valid_username(name: &str) -> bool {
-    (1..=64).contains(&name.chars().count())
+    (1..=MAX_USERNAME_CHARS).contains(&name.chars().count())
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
@@ -162,7 +156,7 @@ pub async fn add_user(
 }
 
 /// Like [`add_user`], but an existing user of that name gets this password and these
-/// roles instead, and any sign-in lock is lifted.
+/// roles instead, and every wait for their name is lifted.
 #[tracing::instrument(skip(db, password))]
 pub async fn add_or_reset_user(
     db: &Db,
@@ -181,6 +175,7 @@ pub async fn add_or_reset_user(
             .fetch_one(pool)
             .await
     })?;
+    attempts::forget_name(db, username).await?;
     let user = User::from(row);
     UserCache::shared().put(user.clone()).await;
     Ok(user)
@@ -299,69 +294,55 @@ pub enum SignIn {
     SignedIn(User),
     /// Unknown username or wrong password: deliberately the same answer.
     Refused,
-    /// Too many attempts in a row; no attempt is checked before this time.
+    /// Too many attempts in a row at this name from this address; no attempt from
+    /// there is checked before this time.
     Locked {
         until: DateTime<Utc>,
     },
+    /// Every password-hashing thread stayed busy: nothing was checked or counted.
+    Busy,
 }
 
-/// Checks a username and password, counting the attempt against the account's
-/// throttle. A locked account's password is not even checked.
-#[tracing::instrument(skip(db, password))]
+/// Checks a username and password from `address`, counting the attempt against that
+/// name and address. A name that does not exist is counted, checked (against a hash
+/// of no one's password) and refused exactly like a wrong password, so no answer
+/// and no wait tells which names exist; a pair that must wait is not checked.
+#[tracing::instrument(skip(db, password, username), fields(%address))]
 pub async fn authenticate(
     db: &Db,
     username: &str,
     password: &str,
+    address: &ClientAddress,
     now: DateTime<Utc>,
 ) -> anyhow::Result<SignIn> {
+    // A turn first, then the count: an attempt answered "busy" is not counted.
+    let Ok(turn) = password::turn().await else {
+        return Ok(SignIn::Busy);
+    };
     // A name no account can have is not looked up (PostgreSQL refuses a NUL in text),
     // and is refused as slowly as an unknown one.
     if !is_valid_username(username) {
-        password::verify(password, None).await?;
+        turn.verify(password, None).await?;
         return Ok(SignIn::Refused);
     }
-    // Each pass that fails to claim its attempt lost to a concurrent attempt; a few
-    // passes settle it, and a storm of them is answered as throttled.
-    for _ in 0..8 {
-        let row: Option<CredentialsRow> = on_backend!(db, pool => {
-            sqlx::query_as(SELECT_CREDENTIALS).bind(username).fetch_optional(pool).await
-        })?;
-        let Some(row) = row else {
-            password::verify(password, None).await?;
-            return Ok(SignIn::Refused);
-        };
-        let failed = u32::try_from(row.failed_attempts).unwrap_or(0);
-        if let Err(until) = sign_in_allowed(failed, row.locked_until, now) {
-            tracing::info!(%until, "sign-in refused: too many attempts");
-            return Ok(SignIn::Locked { until });
-        }
-        let counted = failed.saturating_add(1);
-        let locked_until = lock_after(counted).map(|wait| now + wait);
-        let claimed = on_backend!(db, pool => {
-            sqlx::query(COUNT_ATTEMPT)
-                .bind(row.user.id)
-                .bind(i32::try_from(counted).unwrap_or(i32::MAX))
-                .bind(locked_until)
-                .bind(row.failed_attempts)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
-        if claimed == 0 {
-            continue;
-        }
-        if !password::verify(password, Some(row.password_hash)).await? {
-            tracing::info!(failed_attempts = counted, "sign-in refused: wrong password");
-            return Ok(SignIn::Refused);
-        }
-        on_backend!(db, pool => {
-            sqlx::query(RESET_ATTEMPTS).bind(row.user.id).execute(pool).await.map(drop)
-        })?;
-        return Ok(SignIn::SignedIn(row.user.into()));
+    if let Claim::Locked { until } = attempts::claim(db, username, address, now).await? {
+        return Ok(SignIn::Locked { until });
     }
-    Ok(SignIn::Locked {
-        until: now + chrono::TimeDelta::seconds(1),
-    })
+    let row: Option<CredentialsRow> = on_backend!(db, pool => {
+        sqlx::query_as(SELECT_CREDENTIALS).bind(username).fetch_optional(pool).await
+    })?;
+    let (user, stored) = match row {
+        Some(row) => (Some(row.user), Some(row.password_hash)),
+        None => (None, None),
+    };
+    let right = turn.verify(password, stored).await?;
+    match user {
+        Some(user) if right => {
+            attempts::forget(db, username, address).await?;
+            Ok(SignIn::SignedIn(user.into()))
+        }
+        _ => Ok(SignIn::Refused),
+    }
 }
 
 #[cfg(test)]

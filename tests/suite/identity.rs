@@ -6,16 +6,19 @@ use axum::routing::get;
 use chrono::{TimeDelta, Utc};
 use std::time::Duration;
 
+use quoteline::identity::csrf::SIGN_IN_COOKIE;
 use quoteline::identity::sessions::SessionCache;
 use quoteline::identity::{
-    self, AddUserError, Agent, CurrentUser, UnderwriterOrAuditor, UserCache,
+    self, AddUserError, AddressLimit, Agent, CurrentUser, SignInLimits, UnderwriterOrAuditor,
+    UserCache,
 };
 use quoteline::kernel::Role;
 use quoteline::on_backend;
 use quoteline::state::Caches;
 
 use crate::support::{
-    TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, session_cookie,
+    TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, post_sign_in, session_cookie,
+    sign_in_through,
 };
 
 storage_tests!(
@@ -25,9 +28,14 @@ storage_tests!(
     an_unknown_user_and_a_wrong_password_get_the_same_answer,
     a_username_no_account_can_have_is_refused_like_an_unknown_one,
     an_empty_sign_in_form_asks_for_both_fields,
-    five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused,
+    five_wrong_passwords_hold_back_that_name_from_that_address_even_with_the_right_one,
     the_right_password_works_again_once_the_lock_time_has_passed,
     a_successful_sign_in_starts_the_count_of_failures_again,
+    the_owner_signs_in_from_another_address_while_a_guesser_is_held_back,
+    an_unknown_name_is_counted_and_held_back_exactly_like_a_known_one,
+    one_address_trying_many_names_is_slowed_while_other_addresses_are_not,
+    visiting_the_sign_in_page_writes_no_session,
+    a_forged_or_expired_sign_in_token_is_refused,
     a_signed_out_visitor_is_sent_to_sign_in,
     the_session_cookie_is_http_only_and_same_site_lax,
     signing_out_ends_the_session_in_the_store,
@@ -51,24 +59,19 @@ async fn signing_in_renews_the_session_and_sends_an_agent_to_their_quotes(test_d
     let app = TestApp::spawn(test_db).await;
     let password = app.add_user("asha", &[Role::Agent]).await;
     let page = app.get("/login").await;
-    let anonymous_session = session_cookie(&page).expect("the sign-in page starts a session");
+    assert_eq!(session_cookie(&page), None, "a visitor has no session");
     let token = csrf_token_in(&html_page(page, 200).await).unwrap();
 
-    let response = app
-        .client
-        .post(app.url("/login"))
-        .form(&[
-            ("csrf_token", token.as_str()),
-            ("username", "asha"),
-            ("password", password.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = post_sign_in(
+        app.client.post(app.url("/login")),
+        &token,
+        "asha",
+        &password,
+    )
+    .await;
 
     assert_is_redirect_to(&response, "/quotes");
-    let signed_in_session = session_cookie(&response).expect("sign-in sets the session cookie");
-    assert_ne!(signed_in_session, anonymous_session);
+    session_cookie(&response).expect("sign-in sets the session cookie");
     assert_is_redirect_to(&app.get("/").await, "/quotes");
 }
 
@@ -156,7 +159,9 @@ async fn an_empty_sign_in_form_asks_for_both_fields(test_db: &TestDb) {
     assert!(body.contains("Enter your password"), "{body}");
 }
 
-async fn five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused(test_db: &TestDb) {
+async fn five_wrong_passwords_hold_back_that_name_from_that_address_even_with_the_right_one(
+    test_db: &TestDb,
+) {
     let app = TestApp::spawn(test_db).await;
     let password = app.add_user("asha", &[Role::Agent]).await;
     for attempt in 1..=5 {
@@ -166,14 +171,14 @@ async fn five_wrong_passwords_lock_the_account_so_even_the_right_one_is_refused(
 
     let response = app.sign_in("asha", &password).await;
 
-    // The lock began at the fifth attempt, a moment ago: 30 seconds, give or take.
+    // The lock began at the fifth attempt, a moment ago: at most 30 seconds.
     let retry_after: i64 = response.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!(
-        (25..=30).contains(&retry_after),
+        (1..=30).contains(&retry_after),
         "Retry-After: {retry_after}"
     );
     let body = html_page(response, 429).await;
@@ -197,7 +202,7 @@ async fn the_right_password_works_again_once_the_lock_time_has_passed(test_db: &
     let response = app.sign_in("asha", &password).await;
 
     assert_is_redirect_to(&response, "/quotes");
-    assert_eq!(failed_attempts(&app, "asha").await, 0);
+    assert_eq!(attempts_counted(&app, "asha").await, 0);
 }
 
 async fn a_successful_sign_in_starts_the_count_of_failures_again(test_db: &TestDb) {
@@ -235,14 +240,11 @@ async fn a_signed_out_visitor_is_sent_to_sign_in(test_db: &TestDb) {
 
 async fn the_session_cookie_is_http_only_and_same_site_lax(test_db: &TestDb) {
     let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
 
-    let response = app.get("/login").await;
+    let response = app.sign_in("asha", &password).await;
 
-    let set_cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(set_cookie.starts_with("quoteline_session="), "{set_cookie}");
+    let set_cookie = set_cookie_named(&response, "quoteline_session").expect("a session");
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
     assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
     assert!(set_cookie.contains("Max-Age=1800"), "{set_cookie}");
@@ -551,9 +553,201 @@ async fn the_user_cache_holds_at_most_its_capacity(test_db: &TestDb) {
     assert_eq!(cache.find(db, uuid::Uuid::now_v7()).await.unwrap(), None);
 }
 
+/// The whole `Set-Cookie` header a response sends for this cookie, if it sends one.
+fn set_cookie_named(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .find(|value| value.starts_with(&format!("{name}=")))
+}
+
+/// The app, taking each request's client address from `X-Forwarded-For`, with this
+/// per-address limit.
+async fn app_behind_a_proxy(test_db: &TestDb, limit: AddressLimit) -> TestApp {
+    let mut state = quoteline::AppState::open(test_db.db.clone()).await.unwrap();
+    state.sign_ins = SignInLimits::new(limit, true);
+    TestApp::spawn_state(state).await
+}
+
+/// A limit no test here reaches.
+fn generous() -> AddressLimit {
+    AddressLimit {
+        burst: 1_000,
+        every: Duration::from_secs(1),
+    }
+}
+
+/// Signs this client in as a browser at `address` does: the page, then the form.
+async fn sign_in_from(
+    app: &TestApp,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    sign_in_through(&app.client, &app.address, Some(address), username, password).await
+}
+
+async fn the_owner_signs_in_from_another_address_while_a_guesser_is_held_back(test_db: &TestDb) {
+    let app = app_behind_a_proxy(test_db, generous()).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    let guesser = "192.0.2.66";
+    for attempt in 1..=5 {
+        let response = sign_in_from(&app, guesser, "asha", "a-wrong-guess").await;
+        assert_eq!(response.status().as_u16(), 401, "attempt {attempt}");
+    }
+    let held_back = sign_in_from(&app, guesser, "asha", &password).await;
+    assert_eq!(held_back.status().as_u16(), 429);
+
+    let owner = app.new_browser();
+    let response = sign_in_from(&owner, "198.51.100.5", "asha", &password).await;
+
+    assert_is_redirect_to(&response, "/quotes");
+    assert_is_redirect_to(&owner.get("/").await, "/quotes");
+    // The guesser is still held back after the owner's success.
+    let again = sign_in_from(&app, guesser, "asha", &password).await;
+    assert_eq!(again.status().as_u16(), 429);
+}
+
+async fn an_unknown_name_is_counted_and_held_back_exactly_like_a_known_one(test_db: &TestDb) {
+    let app = app_behind_a_proxy(test_db, generous()).await;
+    app.add_user("asha", &[Role::Agent]).await;
+
+    let mut answers = Vec::new();
+    for name in ["asha", "nobody"] {
+        let mut seen = Vec::new();
+        for _ in 1..=6 {
+            let response = sign_in_from(&app, "192.0.2.7", name, "a-wrong-guess").await;
+            let status = response.status().as_u16();
+            let retry_after = response.headers().contains_key("retry-after");
+            let body = response.text().await.unwrap();
+            // What may differ: the name typed, the form's token, the time named.
+            let token = csrf_token_in(&body).unwrap_or_default();
+            let page = body
+                .replace(&format!(r#"value="{name}""#), "")
+                .replace(&token, "")
+                .split("Try again in")
+                .next()
+                .unwrap()
+                .to_owned();
+            seen.push((status, retry_after, page));
+        }
+        answers.push(seen);
+    }
+
+    let statuses: Vec<u16> = answers[1].iter().map(|(status, ..)| *status).collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[1][5].1, "the sixth answer says when to try again");
+}
+
+async fn one_address_trying_many_names_is_slowed_while_other_addresses_are_not(test_db: &TestDb) {
+    let limit = AddressLimit {
+        burst: 3,
+        every: Duration::from_secs(600),
+    };
+    let app = app_behind_a_proxy(test_db, limit).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    let sprayer = "192.0.2.99";
+    for name in ["ann", "bob", "cy"] {
+        let response = sign_in_from(&app, sprayer, name, "a-wrong-guess").await;
+        assert_eq!(response.status().as_u16(), 401, "{name}");
+    }
+
+    let slowed = sign_in_from(&app, sprayer, "asha", &password).await;
+
+    let retry_after: u64 = slowed.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (590..=600).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    let body = html_page(slowed, 429).await;
+    assert!(body.contains("Too many attempts to sign in"), "{body}");
+    assert_is_redirect_to(&app.get("/").await, "/login");
+    let elsewhere = app.new_browser();
+    assert_is_redirect_to(
+        &sign_in_from(&elsewhere, "198.51.100.5", "asha", &password).await,
+        "/quotes",
+    );
+}
+
+async fn visiting_the_sign_in_page_writes_no_session(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+
+    for _ in 0..25 {
+        let visitor = app.new_browser();
+        let page = visitor.get("/login").await;
+        assert_eq!(session_cookie(&page), None);
+        html_page(page, 200).await;
+    }
+    let refused = app.new_browser().sign_in("asha", "a-wrong-guess").await;
+    html_page(refused, 401).await;
+
+    assert_eq!(session_rows(&app).await, 0);
+    assert_is_redirect_to(&app.sign_in("asha", &password).await, "/quotes");
+    assert_eq!(session_rows(&app).await, 1);
+}
+
+async fn a_forged_or_expired_sign_in_token_is_refused(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = app.add_user("asha", &[Role::Agent]).await;
+    let page = app.get("/login").await;
+    let browser = page
+        .cookies()
+        .find(|cookie| cookie.name() == SIGN_IN_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+        .expect("the sign-in page gives the browser its cookie");
+    let token = csrf_token_in(&html_page(page, 200).await).unwrap();
+    let someone_elses = app.new_browser().csrf_token("/login").await;
+    let tampered = format!("{}0", &token[..token.len() - 1]);
+    let tampered = if tampered == token {
+        format!("{}1", &token[..token.len() - 1])
+    } else {
+        tampered
+    };
+    let signer = app.state.sessions.form_signer();
+    let expired = signer.token(&browser, Utc::now().timestamp() - 1);
+    let far_future = token.replacen(token.split('.').next().unwrap(), "99999999999", 1);
+
+    for (what, bad) in [
+        ("another browser's token", someone_elses.as_str()),
+        ("a tampered signature", tampered.as_str()),
+        ("an expired token", expired.as_str()),
+        ("a later expiry", far_future.as_str()),
+        ("no token", ""),
+    ] {
+        let response =
+            post_sign_in(app.client.post(app.url("/login")), bad, "asha", &password).await;
+        let body = html_page(response, 403).await;
+        assert!(body.contains("This form has expired"), "{what}: {body}");
+    }
+    assert_eq!(session_rows(&app).await, 0);
+    let valid = post_sign_in(
+        app.client.post(app.url("/login")),
+        &token,
+        "asha",
+        &password,
+    )
+    .await;
+    assert_is_redirect_to(&valid, "/quotes");
+}
+
+async fn session_rows(app: &TestApp) -> i64 {
+    on_backend!(&app.state.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions").fetch_one(pool).await
+    })
+    .unwrap()
+}
+
 async fn set_locked_until(app: &TestApp, username: &str, until: chrono::DateTime<Utc>) {
     on_backend!(&app.state.db, pool => {
-        sqlx::query("UPDATE users SET locked_until = $1 WHERE username = $2")
+        sqlx::query("UPDATE sign_in_attempts SET locked_until = $1 WHERE username = $2")
             .bind(until)
             .bind(username)
             .execute(pool)
@@ -563,12 +757,15 @@ async fn set_locked_until(app: &TestApp, username: &str, until: chrono::DateTime
     .unwrap();
 }
 
-async fn failed_attempts(app: &TestApp, username: &str) -> i32 {
+/// The attempts at `username` counted from any address.
+async fn attempts_counted(app: &TestApp, username: &str) -> i64 {
     on_backend!(&app.state.db, pool => {
-        sqlx::query_scalar("SELECT failed_attempts FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_one(pool)
-            .await
+        sqlx::query_scalar(
+            "SELECT COALESCE(SUM(failed_attempts), 0) FROM sign_in_attempts WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_one(pool)
+        .await
     })
     .unwrap()
 }

@@ -20,4 +20,5 @@ mod quote_service;
 mod random_forms;
 mod server;
 mod sessions;
+mod sign_in_abuse;
 mod web;

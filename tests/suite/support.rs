@@ -216,8 +216,10 @@ impl TestApp {
     ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let router = make_router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        // With each connection's peer address, as `quoteline serve` does.
+        let service = make_router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         TestApp {
             address,
             client: Self::browser(),
@@ -263,17 +265,7 @@ impl TestApp {
     /// Signs this client in the way a browser does: the sign-in page for its token,
     /// then the form. Returns the form's response.
     pub async fn sign_in(&self, username: &str, password: &str) -> reqwest::Response {
-        let token = self.csrf_token("/login").await;
-        self.client
-            .post(self.url("/login"))
-            .form(&[
-                ("csrf_token", token.as_str()),
-                ("username", username),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap()
+        sign_in_through(&self.client, &self.address, None, username, password).await
     }
 
     /// Adds a person with these roles and signs this client in as them.
@@ -346,6 +338,52 @@ pub async fn quote_through_service(
         version = appended.last_version().unwrap();
     }
     id
+}
+
+/// Signs `client` in to the app at `base` the way a browser does: the sign-in page for
+/// its token, then the form; both from `address` when given (as `X-Forwarded-For`,
+/// for an app that trusts it). Returns the form's response.
+pub async fn sign_in_through(
+    client: &reqwest::Client,
+    base: &str,
+    address: Option<&str>,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    let from = |request: reqwest::RequestBuilder| match address {
+        Some(address) => request.header("x-forwarded-for", address),
+        None => request,
+    };
+    let page = from(client.get(format!("{base}/login")))
+        .send()
+        .await
+        .unwrap();
+    let token = csrf_token_in(&html_page(page, 200).await).expect("a token on /login");
+    post_sign_in(
+        from(client.post(format!("{base}/login"))),
+        &token,
+        username,
+        password,
+    )
+    .await
+}
+
+/// Sends a sign-in form with this token.
+pub async fn post_sign_in(
+    request: reqwest::RequestBuilder,
+    token: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    request
+        .form(&[
+            ("csrf_token", token),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The value of the first `csrf_token` hidden field in a page.
