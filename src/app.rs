@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,7 +25,7 @@ use crate::state::AppState;
 use crate::web::middleware::{
     BODY_LIMIT, REQUEST_ID, REQUEST_TIMEOUT, html_error_pages, security_headers,
 };
-use crate::web::{AppError, QuoteId};
+use crate::web::{AppError, QuoteId, assets};
 use crate::{audit, identity, on_backend, quoting, underwriting};
 
 pub fn router(state: AppState) -> Router {
@@ -93,7 +93,7 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
             AppError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }))
         .layer(map_response(html_error_pages));
-    security_headers(inner).layer(
+    security_headers(inner, sessions.settings().secure).layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
@@ -130,24 +130,10 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError
     Ok("ok")
 }
 
-async fn stylesheet() -> impl IntoResponse {
-    static_file(
-        "text/css; charset=utf-8",
-        include_str!("../static/style.css"),
-    )
+async fn stylesheet(request: HeaderMap) -> Response {
+    assets::STYLESHEET.respond(&request)
 }
 
-async fn favicon() -> impl IntoResponse {
-    static_file("image/svg+xml", include_str!("../static/favicon.svg"))
-}
-
-fn static_file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        body,
-    )
+async fn favicon(request: HeaderMap) -> Response {
+    assets::FAVICON.respond(&request)
 }

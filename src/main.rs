@@ -4,12 +4,15 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
 use quoteline::demo::{self, Size};
+use quoteline::identity::sessions::SessionSettings;
 use quoteline::identity::{self, AddUserError};
 use quoteline::kernel::Role;
+use quoteline::server::{self, Limits};
 use quoteline::{AppState, router};
 
 #[derive(Parser)]
@@ -31,17 +34,15 @@ struct Cli {
 enum Command {
     /// Serve the web application
     Serve {
-        /// Address to listen on
-        #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
-        bind: String,
+        #[command(flatten)]
+        serving: Serving,
     },
     /// Create or open the database, add demo people of every role and (on a database
     /// without quotes) a dozen demo quotes or N generated ones, print the sign-ins, and
     /// serve
     Demo {
-        /// Address to listen on
-        #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
-        bind: String,
+        #[command(flatten)]
+        serving: Serving,
         /// Generate this many quotes, in a realistic mix of statuses and histories,
         /// instead of the dozen demo quotes
         #[arg(long, value_name = "N", conflicts_with = "events")]
@@ -68,6 +69,68 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+/// Where and how the web application is served.
+#[derive(Args)]
+struct Serving {
+    /// Address to listen on
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:3000")]
+    bind: String,
+    /// Close a connection that has not sent a whole request head this long after it
+    /// opened or after its last response (e.g. 10s, 1m)
+    #[arg(
+        long,
+        env = "QUOTELINE_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = duration
+    )]
+    header_timeout: std::time::Duration,
+    /// Serve at most this many connections at once; further ones wait until one closes
+    #[arg(
+        long,
+        env = "QUOTELINE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = Limits::default().max_connections,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
+    )]
+    max_connections: usize,
+    /// End a signed-in session this long after sign-in, however busy (e.g. 12h, 90m)
+    #[arg(
+        long,
+        env = "QUOTELINE_SESSION_LIFETIME",
+        value_name = "DURATION",
+        default_value = "12h",
+        value_parser = duration
+    )]
+    session_lifetime: std::time::Duration,
+    /// The app is reached over HTTPS (itself or behind a proxy): the session cookie is
+    /// Secure and named __Host-quoteline_session, and responses carry
+    /// Strict-Transport-Security. Default: true unless BIND is a loopback address
+    #[arg(
+        long,
+        env = "QUOTELINE_SECURE_COOKIES",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    secure_cookies: Option<bool>,
+}
+
+/// A whole number of seconds, minutes or hours: `10s`, `30m`, `12h`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let unit = text.len() - text.chars().last().map_or(0, char::len_utf8);
+    let (number, seconds) = match &text[unit..] {
+        "s" => (&text[..unit], 1),
+        "m" => (&text[..unit], 60),
+        "h" => (&text[..unit], 60 * 60),
+        _ => return Err("a whole number with s, m or h after it, such as 10s or 12h".into()),
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n.saturating_mul(seconds))),
+        _ => Err(format!("{number:?} is not a whole number above 0")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -114,13 +177,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Migrations applied to {}.", db.backend_name());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { bind } => {
+        Command::Serve { serving } => {
             let state = AppState::open(db).await?;
-            serve(state, &bind).await?;
+            serve(state, &serving).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
-            bind,
+            serving,
             quotes,
             events,
             seed,
@@ -141,12 +204,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     sign_ins
                 }
             };
-            print_sign_ins(&sign_ins, &bind);
+            print_sign_ins(&sign_ins, &serving.bind);
             if no_serve {
                 // Checkpoints SQLite's write-ahead log into the database file.
                 state.db.close().await;
             } else {
-                serve(state, &bind).await?;
+                serve(state, &serving).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -291,16 +354,72 @@ fn print_sign_ins(sign_ins: &[quoteline::demo::DemoSignIn], bind: &str) {
     println!();
 }
 
-async fn serve(state: AppState, bind: &str) -> anyhow::Result<()> {
+async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
+    let bind = &serving.bind;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, backend = state.db.backend_name(), "quoteline is serving");
-    println!("quoteline is serving on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let address = listener.local_addr()?;
+    let mut sessions = SessionSettings::for_address(address);
+    sessions.lifetime = serving.session_lifetime;
+    sessions.secure = serving.secure_cookies.unwrap_or(sessions.secure);
+    let limits = Limits {
+        header_read_timeout: serving.header_timeout,
+        max_connections: serving.max_connections,
+    };
+    tracing::info!(
+        %address,
+        backend = state.db.backend_name(),
+        secure_cookies = sessions.secure,
+        header_timeout = ?limits.header_read_timeout,
+        max_connections = limits.max_connections,
+        session_lifetime = ?sessions.lifetime,
+        "quoteline is serving"
+    );
+    if sessions.secure {
+        println!(
+            "The session cookie is Secure: browsers keep it over HTTPS only (set \
+             QUOTELINE_SECURE_COOKIES=false to serve over plain HTTP)."
+        );
+    }
+    println!("quoteline is serving on http://{address}");
+    let state = state.with_session_settings(sessions);
+    server::serve(listener, router(state), limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+    use quoteline::identity::sessions::DEFAULT_LIFETIME;
+
+    use super::*;
+
+    #[test]
+    fn a_duration_is_a_whole_number_of_seconds_minutes_or_hours() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("30m"), Ok(Duration::from_secs(30 * 60)));
+        assert_eq!(duration("12h"), Ok(DEFAULT_LIFETIME));
+        for refused in ["", "h", "0s", "-1s", "1.5h", "10", "10 s", "10d", "éh"] {
+            assert!(duration(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn the_serving_defaults_are_the_librarys() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["quoteline", "serve"]).unwrap();
+        let Command::Serve { serving } = cli.command else {
+            panic!("serve")
+        };
+        let defaults = Limits::default();
+        assert_eq!(serving.header_timeout, defaults.header_read_timeout);
+        assert_eq!(serving.max_connections, defaults.max_connections);
+        assert_eq!(serving.session_lifetime, DEFAULT_LIFETIME);
+    }
 }

@@ -6,7 +6,7 @@ use crate::audit::TimelineProjection;
 use crate::db::Db;
 use crate::eventstore::{EventStore, Projector};
 use crate::identity::Sessions;
-use crate::identity::sessions::SessionCache;
+use crate::identity::sessions::{SessionCache, SessionSettings};
 use crate::quoting::projection::QuoteProjector;
 use crate::quoting::service::CACHED_QUOTE_BYTES;
 use crate::quoting::{QuoteService, QuoteSummaryProjection};
@@ -64,5 +64,13 @@ impl AppState {
             quotes,
             sessions,
         })
+    }
+
+    /// The same state with sessions kept by `settings` (their cookie, their lifetime).
+    pub fn with_session_settings(self, settings: SessionSettings) -> AppState {
+        AppState {
+            sessions: self.sessions.with_settings(settings),
+            ..self
+        }
     }
 }

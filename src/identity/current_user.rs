@@ -134,19 +134,29 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The person whose id the session holds: from the user cache, else one query by
-/// primary key.
+/// The person whose id the session holds, unless the session has outlived its
+/// lifetime: from the user cache, else one query by primary key.
 async fn signed_in(session: &Session, state: &AppState) -> Result<Option<CurrentUser>, AppError> {
     let Some(id) = session.get::<Uuid>(USER_ID).await.map_err(internal)? else {
         return Ok(None);
     };
+    if state
+        .sessions
+        .has_outlived(session)
+        .await
+        .map_err(internal)?
+    {
+        tracing::info!(user_id = %id, "session ended: its lifetime since sign-in is over");
+        session.flush().await.map_err(internal)?;
+        return Ok(None);
+    }
     let Some(user) = users::UserCache::shared().find(&state.db, id).await? else {
         // Removed since signing in: the session means nothing now.
         session.flush().await.map_err(internal)?;
         return Ok(None);
     };
     let csrf_token = csrf::token(session).await.map_err(internal)?;
-    sessions::renew(session, chrono::Utc::now().timestamp())
+    sessions::renew(session, state.sessions.settings().clock.now())
         .await
         .map_err(internal)?;
     Ok(Some(CurrentUser {

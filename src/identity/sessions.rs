@@ -1,5 +1,7 @@
 //! Server-side sessions in the application's database (tower-sessions), expiring after
-//! 30 minutes without activity, and the keys quoteline keeps in them.
+//! 30 minutes without activity and, signed in, a fixed time after sign-in however
+//! busy (12 hours by default); how their cookie is set; and the keys quoteline keeps
+//! in them.
 //!
 //! Each process keeps the sessions it has seen lately in memory, in front of the
 //! database (`CachingSessionStore`: a moka store before the sqlx store), so a
@@ -20,6 +22,8 @@
 //!   cache holds yet) and for renewal, where a stale copy costs at most an early
 //!   renewal.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +41,8 @@ use crate::on_backend;
 
 /// A session ends after this long without a request that renews it.
 pub const INACTIVITY_LIMIT: time::Duration = time::Duration::minutes(30);
+/// A signed-in session ends this long after sign-in unless configured otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// A signed-in request renews its session at most this often, so that reading pages
 /// does not cost a session write each time.
 pub const RENEW_AFTER_SECONDS: i64 = 60;
@@ -47,6 +53,14 @@ const DELETE_EXPIRED_EVERY: Duration = Duration::from_secs(5 * 60);
 pub const USER_ID: &str = "user_id";
 pub const CSRF_TOKEN: &str = "csrf_token";
 pub const RENEWED_AT: &str = "renewed_at";
+pub const SIGNED_IN_AT: &str = "signed_in_at";
+
+/// The session cookie's name over plain HTTP.
+pub const COOKIE: &str = "quoteline_session";
+/// Its name over HTTPS. A browser keeps a `__Host-` cookie only when it is Secure,
+/// for path `/` and for this host alone, so no page on plain HTTP or on a sibling
+/// subdomain can set one that shadows it.
+pub const SECURE_COOKIE: &str = "__Host-quoteline_session";
 
 /// How many sessions a process keeps in memory, and for how long at most before it
 /// reads one from the database again.
@@ -67,19 +81,82 @@ impl Default for SessionCache {
     }
 }
 
+/// How a process keeps sessions: their cookie, and how long a signed-in one lasts.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// The app is reached over HTTPS (itself or behind a proxy): the cookie is
+    /// Secure and named [`SECURE_COOKIE`], and every response carries
+    /// Strict-Transport-Security (`app::middleware`).
+    pub secure: bool,
+    /// A signed-in session ends this long after sign-in, however busy it is.
+    pub lifetime: Duration,
+    /// Where the age of a session is read.
+    pub clock: Clock,
+}
+
+impl SessionSettings {
+    /// The settings for a server listening on `address`: secure unless that is a
+    /// loopback address, which browsers reach over plain `http://localhost`.
+    pub fn for_address(address: SocketAddr) -> SessionSettings {
+        SessionSettings {
+            secure: !address.ip().is_loopback(),
+            ..SessionSettings::default()
+        }
+    }
+
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure { SECURE_COOKIE } else { COOKIE }
+    }
+}
+
+impl Default for SessionSettings {
+    /// Those of the default address, 127.0.0.1: plain HTTP, 12 hours, the system
+    /// clock.
+    fn default() -> Self {
+        SessionSettings {
+            secure: false,
+            lifetime: DEFAULT_LIFETIME,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// The time in whole seconds since the Unix epoch: the system's, or a test's.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock::from_fn(|| chrono::Utc::now().timestamp())
+    }
+
+    pub fn from_fn(now: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// The session store for the database's backend, and how its cookie is set.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     store: Backend<SqliteStore, PostgresStore>,
     cache: Recent,
-    secure_cookies: bool,
+    settings: SessionSettings,
 }
 
 impl Sessions {
     /// Creates the session table when missing. On PostgreSQL it goes into the
     /// connection's current schema (the first on its search_path), beside our tables.
-    /// Cookies are marked Secure when `QUOTELINE_SECURE_COOKIES=1`, for a deployment
-    /// behind HTTPS; off by default because the app is served on http://localhost.
+    /// With the default settings; see [`Sessions::with_settings`].
     pub async fn open(db: &Db) -> anyhow::Result<Sessions> {
         Self::open_with(db, SessionCache::default()).await
     }
@@ -106,12 +183,30 @@ impl Sessions {
                 Backend::Postgres(store)
             }
         };
-        let secure_cookies = std::env::var("QUOTELINE_SECURE_COOKIES").is_ok_and(|v| v == "1");
         Ok(Sessions {
             store,
             cache: Recent::new(cache),
-            secure_cookies,
+            settings: SessionSettings::default(),
         })
+    }
+
+    /// The same store with its cookie set and its sessions timed by `settings`.
+    pub fn with_settings(self, settings: SessionSettings) -> Sessions {
+        Sessions { settings, ..self }
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// Whether this signed-in session began longer ago than the lifetime allows.
+    pub async fn has_outlived(
+        &self,
+        session: &Session,
+    ) -> Result<bool, tower_sessions::session::Error> {
+        let signed_in_at: Option<i64> = session.get(SIGNED_IN_AT).await?;
+        let lifetime = i64::try_from(self.settings.lifetime.as_secs()).unwrap_or(i64::MAX);
+        Ok(signed_in_at.is_some_and(|at| self.settings.clock.now().saturating_sub(at) >= lifetime))
     }
 
     /// Deletes expired sessions every few minutes, for as long as the runtime lives.
@@ -139,10 +234,11 @@ impl Sessions {
         layer: SessionManagerLayer<S>,
     ) -> SessionManagerLayer<S> {
         layer
-            .with_name("quoteline_session")
+            .with_name(self.settings.cookie_name())
+            .with_path("/")
             .with_http_only(true)
             .with_same_site(SameSite::Lax)
-            .with_secure(self.secure_cookies)
+            .with_secure(self.settings.secure)
             .with_expiry(Expiry::OnInactivity(INACTIVITY_LIMIT))
     }
 }
@@ -247,8 +343,12 @@ pub fn of(parts: &axum::http::request::Parts) -> anyhow::Result<Session> {
 }
 
 /// Renews the session's expiry (by modifying it, which makes the layer save it) when
-/// its last renewal is more than a minute old.
+/// its last renewal is more than a minute old. The first renewal of a signed-in
+/// session, at sign-in, starts its lifetime.
 pub async fn renew(session: &Session, now: i64) -> Result<(), tower_sessions::session::Error> {
+    if session.get::<i64>(SIGNED_IN_AT).await?.is_none() {
+        session.insert(SIGNED_IN_AT, now).await?;
+    }
     let renewed_at: Option<i64> = session.get(RENEWED_AT).await?;
     if renewed_at.is_none_or(|at| now - at >= RENEW_AFTER_SECONDS) {
         session.insert(RENEWED_AT, now).await?;

@@ -16,12 +16,23 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How long a browser that has seen the app over HTTPS reaches it only over HTTPS:
+/// a year. Not `includeSubDomains`: the app does not speak for its domain's other
+/// hosts.
+pub const HSTS: &str = "max-age=31536000";
+
 /// Headers that keep every page from being framed, sniffed, made to load or post
 /// anywhere but here, or kept by a cache: pages show personal data, so nothing may
-/// be stored unless its handler says so (the static files, `public`).
-pub fn security_headers(router: Router) -> Router {
+/// be stored unless its handler says so (the static files, `public`). Served over
+/// HTTPS, Strict-Transport-Security too.
+pub fn security_headers(router: Router, https: bool) -> Router {
     let header =
         |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
+    let router = if https {
+        router.layer(header(header::STRICT_TRANSPORT_SECURITY, HSTS))
+    } else {
+        router
+    };
     router
         .layer(header(
             header::CONTENT_SECURITY_POLICY,

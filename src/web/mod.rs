@@ -2,6 +2,7 @@
 //! every context's pages use, and the middleware that gives error responses a page.
 //! It knows no context's pages; contexts build on it.
 
+pub mod assets;
 pub mod error;
 pub mod extract;
 pub mod form;

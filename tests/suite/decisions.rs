@@ -1,16 +1,14 @@
 //! Underwriters' decisions over HTTP, on both backends.
 
-use chrono::Utc;
-use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
-use quoteline::quoting::domain::{
-    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName,
-};
+use quoteline::quoting::domain::Action;
 use quoteline::quoting::summary;
 use quoteline::underwriting::queue;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, field, html_page};
+use crate::support::{
+    TestApp, TestDb, assert_is_redirect_to, field, html_page, quote_through_service,
+};
 
 storage_tests!(
     an_approved_quote_leaves_the_queue_and_its_agent_sees_approved,
@@ -22,39 +20,7 @@ storage_tests!(
 
 /// A quote submitted by `agent` through the service.
 async fn submitted_by(app: &TestApp, agent: &Actor) -> Uuid {
-    let id = Uuid::now_v7();
-    let envelope = Envelope {
-        at: Utc::now(),
-        request_id: None,
-        idempotency_key: None,
-    };
-    let name = PersonName::parse("Meera Iyer").unwrap();
-    app.state
-        .quotes
-        .start(id, agent.clone(), name, &envelope)
-        .await
-        .unwrap();
-    let steps = [
-        Action::ProvideGeographic(
-            GeographicDetails::parse("IN", "Maharashtra", "Pune", "411001").unwrap(),
-        ),
-        Action::ProvideContact(
-            ContactDetails::parse("meera@example.com", "+919876543210").unwrap(),
-        ),
-        Action::ProvideFamily(FamilyDetails::parse("1", "", &["Asha".into()]).unwrap()),
-        Action::Finalize,
-    ];
-    let mut version = 1;
-    for action in steps {
-        let appended = app
-            .state
-            .quotes
-            .execute(id, version, Command::new(agent.clone(), action), &envelope)
-            .await
-            .unwrap();
-        version = appended.last_version().unwrap();
-    }
-    id
+    quote_through_service(app, agent, [(agent.clone(), Action::Finalize)]).await
 }
 
 /// Opens a decision's confirm page and posts it with `text` (reason or note).

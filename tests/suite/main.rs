@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod access;
 mod agent_pages;
 mod approval_queue;
 mod audit;
@@ -17,4 +18,6 @@ mod identity;
 mod projections;
 mod quote_service;
 mod random_forms;
+mod server;
+mod sessions;
 mod web;

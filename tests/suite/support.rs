@@ -12,10 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 use quoteline::db::{Backend, Db};
-use quoteline::kernel::Role;
+use quoteline::kernel::{Actor, Envelope, Role};
+use quoteline::quoting::domain::{
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
 
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -297,6 +301,51 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// A quote `agent` started and answered every section of, through the quote service,
+/// then taken on by each `(actor, action)` in turn; returns its id.
+pub async fn quote_through_service(
+    app: &TestApp,
+    agent: &Actor,
+    then: impl IntoIterator<Item = (Actor, Action)>,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let envelope = Envelope {
+        at: chrono::Utc::now(),
+        request_id: None,
+        idempotency_key: None,
+    };
+    let name = PersonName::parse("Meera Iyer").unwrap();
+    app.state
+        .quotes
+        .start(id, agent.clone(), name, &envelope)
+        .await
+        .unwrap();
+    let answers = [
+        Action::ProvideGeographic(
+            GeographicDetails::parse("IN", "Maharashtra", "Pune", "411001").unwrap(),
+        ),
+        Action::ProvideContact(
+            ContactDetails::parse("meera@example.com", "+919876543210").unwrap(),
+        ),
+        Action::ProvideFamily(FamilyDetails::parse("1", "", &["Asha".into()]).unwrap()),
+    ];
+    let steps = answers
+        .into_iter()
+        .map(|action| (agent.clone(), action))
+        .chain(then);
+    let mut version = 1;
+    for (actor, action) in steps {
+        let appended = app
+            .state
+            .quotes
+            .execute(id, version, Command::new(actor, action), &envelope)
+            .await
+            .unwrap();
+        version = appended.last_version().unwrap();
+    }
+    id
 }
 
 /// The value of the first `csrf_token` hidden field in a page.

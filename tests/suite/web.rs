@@ -11,6 +11,7 @@ storage_tests!(
     an_unknown_address_gets_a_not_found_page,
     a_body_over_the_limit_is_refused_with_a_page_before_it_is_read,
     only_bodies_over_a_kilobyte_are_compressed,
+    static_files_come_compressed_as_asked,
     no_response_but_a_static_file_may_be_stored_by_a_cache,
     a_method_a_route_does_not_have_gets_405_and_allow_before_any_token_check,
 );
@@ -51,6 +52,7 @@ async fn a_body_over_the_limit_is_refused_with_a_page_before_it_is_read(test_db:
 
 async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
     let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("uma", &[Role::Underwriter]).await;
     let get = |path: &str| {
         app.client
             .get(app.url(path))
@@ -59,7 +61,7 @@ async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
     };
 
     let small = get("/healthz").await.unwrap();
-    let large = get("/static/style.css").await.unwrap();
+    let large = get("/underwriting/queue").await.unwrap();
 
     assert_eq!(small.status().as_u16(), 200);
     assert!(
@@ -69,9 +71,37 @@ async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
     assert_eq!(large.status().as_u16(), 200);
     assert!(
         large.headers().get("content-encoding").is_some(),
-        "a stylesheet of {} bytes is compressed",
-        include_str!("../../static/style.css").len()
+        "the queue page, with its list of countries, is compressed"
     );
+}
+
+/// The static files are compressed once, not per response: the stylesheet comes in
+/// the encoding asked for, and decodes to the file.
+async fn static_files_come_compressed_as_asked(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    for (accept, encoding) in [
+        ("gzip, deflate, br, zstd", Some("br")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/static/style.css"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap()),
+            encoding,
+            "{accept}"
+        );
+        assert_eq!(response.headers()["vary"], "accept-encoding", "{accept}");
+    }
 }
 
 /// Pages show personal data: no browser or proxy may keep a copy. Static files may.
