@@ -13,6 +13,7 @@ use chrono::Utc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use quoteline::AppState;
+use quoteline::identity::csrf::SIGN_IN_COOKIE;
 use quoteline::kernel::{Actor, Envelope, Role};
 use quoteline::on_backend;
 use quoteline::quoting::domain::{
@@ -350,6 +351,7 @@ fn case() -> impl Strategy<Value = Case> {
 /// A session: its cookie and its CSRF token.
 #[derive(Clone)]
 struct Session {
+    /// The `Cookie` header: the session's, or a signed-out browser's sign-in cookie.
     cookie: String,
     token: String,
 }
@@ -392,8 +394,17 @@ impl World {
             Some((name, _)) => browser.sign_in(name, &self.passwords[&who]).await,
         };
         assert!(response.status().is_success() || response.status().is_redirection());
+        // Signed out, the browser has no session: its sign-in form's token is bound to
+        // a cookie of its own.
+        let cookie = match who.person() {
+            None => response
+                .cookies()
+                .find(|cookie| cookie.name() == SIGN_IN_COOKIE)
+                .map(|cookie| format!("{SIGN_IN_COOKIE}={}", cookie.value())),
+            Some(_) => session_cookie(&response).map(|value| format!("quoteline_session={value}")),
+        };
         let session = Session {
-            cookie: session_cookie(&response).expect("a session cookie"),
+            cookie: cookie.expect("a cookie for the sign-in form or the session"),
             token: browser.csrf_token("/login").await,
         };
         sessions.insert(who, session.clone());
@@ -446,10 +457,7 @@ impl World {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> axum::response::Response {
-        let mut request = Request::post(path).header(
-            header::COOKIE,
-            format!("quoteline_session={}", session.cookie),
-        );
+        let mut request = Request::post(path).header(header::COOKIE, &session.cookie);
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
