@@ -8,8 +8,11 @@
 //! is freed, glibc raises its mmap threshold above that size, so later blocks come
 //! from the arenas' heaps, which keep them (fragmented, two or three each) once
 //! freed: 80 sign-ins left 400 MB resident with two hashing threads. So the pool
-//! fixes the threshold at 1 MiB before the first hash: every block is mapped for
-//! its hash and unmapped after it.
+//! fixes the threshold at 8 MiB before the first hash: every argon2 block is mapped
+//! for its hash and unmapped after it, while the smaller buffers every response
+//! needs (a compressor's state is over 1 MiB) stay on the heap and are reused: at
+//! 1 MiB each response mapped and unmapped its compressor, which cost every page
+//! about 40% of its throughput in page faults and TLB shootdowns.
 
 use std::sync::mpsc;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -160,15 +163,18 @@ impl Pool {
     }
 }
 
-/// Makes glibc map every allocation of 1 MiB or more on its own and unmap it when
+/// Makes glibc map every allocation of 8 MiB or more on its own and unmap it when
 /// freed, instead of raising the threshold past argon2's blocks and keeping them in
 /// its arenas (see the module's notes). Other allocators give large blocks back as
 /// they are.
+/// Far below argon2's 19 MiB blocks, above any buffer a request needs.
+const MMAP_THRESHOLD: i32 = 8 << 20;
+
 fn map_large_blocks_afresh() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets an allocator parameter, under glibc's own lock.
-        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
         if set != 1 {
             tracing::warn!("could not fix the allocator's mmap threshold");
         }
