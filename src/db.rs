@@ -251,3 +251,92 @@ pub fn unique_violation(error: &sqlx::Error) -> Option<Unique> {
         )
     }))
 }
+
+/// Which copy of a read model's tables a projection writes: the live tables, or the
+/// shadow copy a rebuild fills while the live ones keep serving, then swaps in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tables {
+    #[default]
+    Live,
+    Shadow,
+}
+
+impl Tables {
+    /// What a shadow table's (or index's, or checkpoint's) name ends with.
+    pub const SHADOW_SUFFIX: &'static str = "__rebuild";
+
+    /// `name` (a table, an index, a projection) as this copy names it.
+    pub fn name(self, name: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Tables::Live => name.into(),
+            Tables::Shadow => format!("{name}{}", Self::SHADOW_SUFFIX).into(),
+        }
+    }
+
+    /// `sql` with every one of `tables` that it names as a whole identifier renamed
+    /// for this copy; unchanged for the live tables. Our statements never hold a
+    /// table's name inside a string literal, which this does not tell apart.
+    pub fn rename<'s>(self, sql: &'s str, tables: &[&str]) -> std::borrow::Cow<'s, str> {
+        match self {
+            Tables::Live => sql.into(),
+            Tables::Shadow => rename_identifiers(sql, tables, Self::SHADOW_SUFFIX).into(),
+        }
+    }
+}
+
+/// `sql` with `suffix` after each whole identifier that is one of `names`.
+pub fn rename_identifiers(sql: &str, names: &[&str], suffix: &str) -> String {
+    let is_identifier = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut renamed = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    let mut previous: Option<char> = None;
+    while let Some(c) = rest.chars().next() {
+        if previous.is_none_or(|p| !is_identifier(p)) && is_identifier(c) {
+            let length = rest.find(|c: char| !is_identifier(c)).unwrap_or(rest.len());
+            let word = &rest[..length];
+            renamed.push_str(word);
+            if names.contains(&word) {
+                renamed.push_str(suffix);
+            }
+            previous = word.chars().last();
+            rest = &rest[length..];
+        } else {
+            renamed.push(c);
+            previous = Some(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    renamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_identifiers_are_renamed() {
+        let tables = ["approval_queue", "approval_queue_total"];
+        assert_eq!(
+            Tables::Shadow.rename(
+                "UPDATE approval_queue_total SET waiting = 0; DELETE FROM approval_queue \
+                 WHERE approval_queue.quote_id IN (SELECT quote_id FROM x_approval_queue)",
+                &tables
+            ),
+            "UPDATE approval_queue_total__rebuild SET waiting = 0; DELETE FROM \
+             approval_queue__rebuild WHERE approval_queue__rebuild.quote_id IN \
+             (SELECT quote_id FROM x_approval_queue)"
+        );
+        assert_eq!(
+            Tables::Live.rename("DELETE FROM approval_queue", &tables),
+            "DELETE FROM approval_queue"
+        );
+        assert_eq!(
+            rename_identifiers("(approval_queue,approval_queue)é", &tables, "_2"),
+            "(approval_queue_2,approval_queue_2)é"
+        );
+        assert_eq!(
+            Tables::Shadow.name("quote_summary"),
+            "quote_summary__rebuild"
+        );
+    }
+}

@@ -15,6 +15,7 @@ pub mod eventstore;
 pub mod identity;
 pub mod kernel;
 pub mod quoting;
+pub mod rebuild;
 pub mod server;
 pub mod state;
 pub mod underwriting;

@@ -9,10 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
 use quoteline::demo::{self, Size};
+use quoteline::eventstore::SnapshotPolicy;
 use quoteline::identity::sessions::SessionSettings;
 use quoteline::identity::{self, AddUserError};
 use quoteline::kernel::Role;
 use quoteline::server::{self, Limits};
+use quoteline::state::Settings;
 use quoteline::{AppState, router};
 
 #[derive(Parser)]
@@ -62,6 +64,16 @@ enum Command {
     },
     /// Apply the database migrations and exit
     Migrate,
+    /// Replay the whole history into fresh copies of the projections' tables while the
+    /// app keeps serving, then swap them in; one rebuild at a time
+    Rebuild {
+        /// Only this projection: quote_summary, approval_queue or audit_timeline
+        #[arg(long, value_name = "NAME")]
+        projection: Option<String>,
+        /// No progress bar (there is none either when standard output is not a terminal)
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Walk every stream's hash chain; exits non-zero on any mismatch
     Verify,
     /// Manage the people who can sign in
@@ -116,6 +128,37 @@ struct Serving {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     secure_cookies: Option<bool>,
+    /// Snapshot a quote once this many events were appended since its newest snapshot
+    /// (0: never by count)
+    #[arg(
+        long,
+        env = "QUOTELINE_SNAPSHOT_EVERY",
+        value_name = "N",
+        default_value_t = SnapshotPolicy::default().every.map_or(0, |n| n.get())
+    )]
+    snapshot_every: u64,
+    /// Also snapshot a quote once its newest snapshot (or its start) is older than this
+    /// and it has changed since (e.g. 1h); with --snapshot-every, whichever comes first
+    #[arg(
+        long,
+        env = "QUOTELINE_SNAPSHOT_OLDER_THAN",
+        value_name = "DURATION",
+        value_parser = duration
+    )]
+    snapshot_older_than: Option<std::time::Duration>,
+}
+
+impl Serving {
+    /// How the served process keeps state from the log.
+    fn settings(&self) -> Settings {
+        Settings {
+            snapshots: SnapshotPolicy {
+                every: std::num::NonZeroU64::new(self.snapshot_every),
+                older_than: self.snapshot_older_than,
+            },
+            ..Settings::default()
+        }
+    }
 }
 
 /// A whole number of seconds, minutes or hours: `10s`, `30m`, `12h`.
@@ -178,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { serving } => {
-            let state = AppState::open(db).await?;
+            let state = AppState::open_configured(db, serving.settings()).await?;
             serve(state, &serving).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -190,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_serve,
             quiet,
         } => {
-            let state = AppState::open(db).await?;
+            let state = AppState::open_configured(db, serving.settings()).await?;
             let size = match (quotes, events) {
                 (Some(quotes), _) => Some(Size::Quotes(quotes)),
                 (None, Some(events)) => Some(Size::Events(events)),
@@ -212,6 +255,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serve(state, &serving).await?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild { projection, quiet } => {
+            db.migrate().await.context("migrations failed")?;
+            rebuild(&db, projection.as_deref(), quiet).await
         }
         Command::User {
             command: UserCommand::Add { name, roles },
@@ -285,6 +332,54 @@ fn read_password() -> std::io::Result<String> {
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
 
+/// `rebuild [--projection NAME]`, with a progress bar on a terminal.
+async fn rebuild(db: &Db, only: Option<&str>, quiet: bool) -> anyhow::Result<ExitCode> {
+    let progress = progress_bar(quiet, 0, "events")?;
+    let outcome = quoteline::rebuild::rebuild(db, only, |done, total| {
+        progress.set_length(total.max(done));
+        progress.set_position(done);
+    })
+    .await;
+    progress.finish_and_clear();
+    match outcome {
+        Ok(rebuilt) => {
+            println!(
+                "Rebuilt {} from {} events in {:.1} s ({:.0} events/s).",
+                rebuilt.projections.join(", "),
+                rebuilt.events,
+                rebuilt.took.as_secs_f64(),
+                rebuilt.events_per_second()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(
+            refused @ (quoteline::rebuild::RebuildError::Busy { .. }
+            | quoteline::rebuild::RebuildError::Unknown { .. }),
+        ) => {
+            eprintln!("quoteline: {refused}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A progress bar of `length` `unit`s on standard output, hidden when `quiet` or
+/// when standard output is not a terminal.
+fn progress_bar(quiet: bool, length: u64, unit: &str) -> anyhow::Result<ProgressBar> {
+    if quiet || !std::io::stdout().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stdout());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {unit} \
+             ({{per_sec}}, {{eta}} left)"
+        ))?
+        .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
 /// `demo --quotes N` / `--events N`: the generated quotes, with a progress bar on a
 /// terminal, into a database that has no quotes yet.
 async fn generate(state: &AppState, size: Size, seed: u64, quiet: bool) -> anyhow::Result<()> {
@@ -300,19 +395,7 @@ async fn generate(state: &AppState, size: Size, seed: u64, quiet: bool) -> anyho
         Size::Quotes(quotes) => (quotes as u64, "quotes"),
         Size::Events(events) => (events, "events"),
     };
-    let progress = if quiet || !std::io::stdout().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stdout());
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {unit} \
-                 ({{per_sec}}, {{eta}} left)"
-            ))?
-            .progress_chars("=> "),
-        );
-        bar
-    };
+    let progress = progress_bar(quiet, length, unit)?;
     let options = demo::Generate {
         size,
         seed,
@@ -421,5 +504,24 @@ mod tests {
         assert_eq!(serving.header_timeout, defaults.header_read_timeout);
         assert_eq!(serving.max_connections, defaults.max_connections);
         assert_eq!(serving.session_lifetime, DEFAULT_LIFETIME);
+        assert_eq!(serving.settings().snapshots, SnapshotPolicy::default());
+    }
+
+    #[test]
+    fn snapshots_can_be_taken_by_count_by_age_both_or_never() {
+        let policy = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["quoteline", "serve"].iter().chain(args)).unwrap();
+            let Command::Serve { serving } = cli.command else {
+                panic!("serve")
+            };
+            serving.settings().snapshots
+        };
+        let hybrid = policy(&["--snapshot-every", "50", "--snapshot-older-than", "1h"]);
+        assert_eq!(hybrid.every.map(|n| n.get()), Some(50));
+        assert_eq!(hybrid.older_than, Some(Duration::from_secs(3600)));
+        let by_age = policy(&["--snapshot-every", "0", "--snapshot-older-than", "30m"]);
+        assert_eq!(by_age.every, None);
+        assert_eq!(by_age.older_than, Some(Duration::from_secs(1800)));
+        assert!(policy(&["--snapshot-every", "0"]).is_never());
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::audit::TimelineProjection;
 use crate::db::Db;
-use crate::eventstore::{EventStore, Projector};
+use crate::eventstore::{EventStore, Projector, SnapshotPolicy};
 use crate::identity::sessions::{SessionCache, SessionSettings};
 use crate::identity::{Sessions, SignInLimits, attempts};
 use crate::quoting::projection::QuoteProjector;
@@ -41,23 +41,53 @@ impl Default for Caches {
     }
 }
 
+/// Every read model of quotes, kept inline with the appends: `quote_summary`, the
+/// approval queue and the audit timeline.
+pub fn quote_projector() -> QuoteProjector {
+    QuoteProjector::new(vec![
+        Arc::new(QuoteSummaryProjection::default()),
+        Arc::new(ApprovalQueueProjection::default()),
+        Arc::new(TimelineProjection::default()),
+    ])
+}
+
+/// How a process keeps state from the log: its caches, and when it takes snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub caches: Caches,
+    pub snapshots: SnapshotPolicy,
+}
+
 impl AppState {
     /// Applies migrations and starts the event store with every projection that
     /// must be kept in the append's transaction.
     pub async fn open(db: Db) -> anyhow::Result<AppState> {
-        Self::open_with(db, Caches::default()).await
+        Self::open_configured(db, Settings::default()).await
     }
 
     /// [`AppState::open`] with caches of these sizes.
     pub async fn open_with(db: Db, caches: Caches) -> anyhow::Result<AppState> {
+        Self::open_configured(
+            db,
+            Settings {
+                caches,
+                ..Settings::default()
+            },
+        )
+        .await
+    }
+
+    /// [`AppState::open`] with these settings.
+    pub async fn open_configured(db: Db, settings: Settings) -> anyhow::Result<AppState> {
+        let Settings { caches, snapshots } = settings;
         db.migrate().await?;
-        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(QuoteProjector::new(vec![
-            Arc::new(QuoteSummaryProjection),
-            Arc::new(ApprovalQueueProjection),
-            Arc::new(TimelineProjection),
-        ]))];
+        let projector = quote_projector();
+        // Before the store's writer starts: a projection that is new or behind
+        // catches up from its checkpoint, then stays current inline.
+        projector.catch_up(&db).await?;
+        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(projector)];
         let store = EventStore::new(db.clone(), projectors);
-        let quotes = QuoteService::with_cache_bytes(store.clone(), caches.quote_bytes);
+        let quotes = QuoteService::configured(store.clone(), caches.quote_bytes, snapshots);
         let sessions = Sessions::open_with(&db, caches.sessions).await?;
         sessions.spawn_expired_deletion();
         attempts::spawn_pruning(db.clone());

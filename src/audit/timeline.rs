@@ -12,6 +12,7 @@
 //! log, and any timeline rows it never got are written then.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -20,7 +21,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::changes::{FieldChange, changes};
-use crate::db::{Conn, Db};
+use crate::db::{Conn, Db, Tables};
 use crate::eventstore::{self, ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{Quote, QuoteEvent, Status, evolve};
@@ -128,9 +129,45 @@ impl StateRow {
     }
 }
 
-pub struct TimelineProjection;
+/// The tables the timeline writes.
+const TABLES: &[&str] = &["audit_timeline", "audit_quote_state"];
+
+#[derive(Debug, Default)]
+pub struct TimelineProjection {
+    tables: Tables,
+}
+
+impl TimelineProjection {
+    /// The projection writing to this copy of its tables.
+    pub fn writing_to(tables: Tables) -> Self {
+        TimelineProjection { tables }
+    }
+}
 
 impl QuoteProjection for TimelineProjection {
+    fn name(&self) -> &'static str {
+        "audit_timeline"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn clear(&self) -> &'static [&'static str] {
+        &[
+            "DELETE FROM audit_timeline",
+            "DELETE FROM audit_quote_state",
+        ]
+    }
+
+    fn writes_to(&self) -> Tables {
+        self.tables
+    }
+
+    fn copy(&self, tables: Tables) -> Arc<dyn QuoteProjection> {
+        Arc::new(Self::writing_to(tables))
+    }
+
     /// For the whole batch: one read of the touched quotes' state rows, one insert
     /// of every timeline row, one upsert of the new states.
     fn apply<'a>(
@@ -141,7 +178,7 @@ impl QuoteProjection for TimelineProjection {
         Box::pin(async move {
             let quotes = by_quote(events);
             let ids: Vec<Uuid> = quotes.iter().map(|(id, _)| *id).collect();
-            let mut stored = states(conn.reborrow(), &ids).await?;
+            let mut stored = states(conn.reborrow(), self.tables, &ids).await?;
             let mut rows = Vec::with_capacity(events.len());
             let mut states = Vec::with_capacity(quotes.len());
             for (quote_id, events) in quotes {
@@ -179,11 +216,11 @@ impl QuoteProjection for TimelineProjection {
                 states.push((quote_id, quote.reference, last.max(rows_up_to), state));
             }
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                insert(conn.reborrow(), chunk).await?;
+                insert(conn.reborrow(), self.tables, chunk).await?;
             }
             for chunk in states.chunks(ROWS_PER_STATEMENT) {
                 on_backend!(conn.reborrow(), c => {
-                    let mut upsert = sqlx::QueryBuilder::new(UPSERT_STATES);
+                    let mut upsert = sqlx::QueryBuilder::new(self.tables.rename(UPSERT_STATES, TABLES));
                     upsert.push_values(chunk, |mut row, (quote_id, reference, version, state)| {
                         row.push_bind(*quote_id)
                             .push_bind(reference)
@@ -201,11 +238,15 @@ impl QuoteProjection for TimelineProjection {
 }
 
 /// The state rows of these quotes, by quote.
-async fn states(mut conn: Conn<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, StateRow>, sqlx::Error> {
+async fn states(
+    mut conn: Conn<'_>,
+    tables: Tables,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StateRow>, sqlx::Error> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let rows: Vec<StateRow> = on_backend!(conn.reborrow(), c => {
-            let mut select = sqlx::QueryBuilder::new(SELECT_STATES);
+            let mut select = sqlx::QueryBuilder::new(tables.rename(SELECT_STATES, TABLES));
             let mut list = select.separated(", ");
             for id in chunk {
                 list.push_bind(*id);
@@ -218,9 +259,9 @@ async fn states(mut conn: Conn<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, StateR
     Ok(found)
 }
 
-async fn insert(conn: Conn<'_>, rows: &[TimelineEntry]) -> Result<(), sqlx::Error> {
+async fn insert(conn: Conn<'_>, tables: Tables, rows: &[TimelineEntry]) -> Result<(), sqlx::Error> {
     on_backend!(conn, c => {
-        let mut insert = sqlx::QueryBuilder::new(INSERT);
+        let mut insert = sqlx::QueryBuilder::new(tables.rename(INSERT, TABLES));
         insert.push_values(rows, |mut values, row| {
             values
                 .push_bind(row.position)

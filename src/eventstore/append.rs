@@ -4,47 +4,17 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::checkpoints::project;
 use super::hash::{GENESIS, HashInput};
 use super::model::{Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent};
+use super::projector::{ProjectionError, Projector};
 use super::sql;
 use crate::db::{Conn, Unique, unique_violation};
 use crate::on_backend;
-
-/// Keeps a projection up to date inside the append's transaction: what it writes
-/// commits or rolls back with the events.
-///
-/// Each call brings the events of a whole group-commit batch, in commit order: any
-/// number of streams, each stream's events in version order (a stream may appear
-/// more than once, and its appends need not be next to each other). A projection
-/// is expected to write them in a few multi-row statements whatever the batch's
-/// size. When the batch has to be replayed one append at a time (a conflict from
-/// another instance, a failing projection), each call brings one append's events.
-pub trait Projector: Send + Sync {
-    fn apply<'a>(
-        &'a self,
-        conn: Conn<'a>,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
-}
-
-/// Why a projection could not take a batch. Nothing of the batch is written.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// An event the projection cannot read (a payload of an unknown shape).
-    #[error("an event could not be read: {0}")]
-    Decode(#[from] serde_json::Error),
-    /// The projection's tables refused the write (a unique constraint, a lost
-    /// connection).
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-pub type Projectors = Arc<[Arc<dyn Projector>]>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendRequest {
@@ -158,12 +128,10 @@ pub async fn append_in(
             .map_err(classify)?;
     });
 
-    for projector in projectors {
-        projector
-            .apply(conn.reborrow(), &recorded)
-            .await
-            .map_err(AppendError::from)?;
-    }
+    let projectors: Vec<&dyn Projector> = projectors.iter().map(|p| p.as_ref()).collect();
+    project(conn, &projectors, &recorded)
+        .await
+        .map_err(AppendError::from)?;
     Ok(Appended::Written(recorded))
 }
 

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::append::{
-    AppendError, AppendRequest, Projector, chain, find_earlier_append, idempotent_event_id,
-};
+use super::append::{AppendError, AppendRequest, chain, find_earlier_append, idempotent_event_id};
+use super::checkpoints::project;
 use super::hash::GENESIS;
 use super::model::{Appended, GlobalPosition, RecordedEvent};
+use super::projector::Projector;
 use crate::db::{Backend, Conn};
 use crate::on_backend;
 
@@ -120,9 +120,8 @@ pub async fn append_batch_in(
             .iter()
             .flat_map(|(_, events)| events.iter().cloned())
             .collect();
-        for projector in projectors {
-            projector.apply(conn.reborrow(), &batch).await?;
-        }
+        let projectors: Vec<&dyn Projector> = projectors.iter().map(|p| p.as_ref()).collect();
+        project(conn.reborrow(), &projectors, &batch).await?;
     }
     let mut written: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
     for (i, events) in accepted {

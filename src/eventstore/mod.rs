@@ -7,8 +7,11 @@
 
 mod append;
 mod batch;
+pub mod checkpoints;
 mod hash;
 mod model;
+mod projector;
+mod snapshots;
 mod sql;
 mod verify;
 mod writer;
@@ -18,11 +21,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use append::{AppendError, AppendRequest, ProjectionError, Projector, idempotent_event_id};
+pub use append::{AppendError, AppendRequest, idempotent_event_id};
+pub use checkpoints::{CatchUpError, catch_up};
 pub use hash::GENESIS;
 pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,
 };
+pub use projector::{ProjectionError, Projector};
+pub use snapshots::{Mark, Snapshot, SnapshotPolicy, Snapshots, Snapshotter};
 pub use verify::{Mismatch, Problem, VerifyReport, verify_stream};
 
 use crate::db::{Conn, Db};
@@ -32,13 +38,13 @@ use crate::on_backend;
 pub struct EventStore {
     db: Db,
     writer: mpsc::Sender<writer::Job>,
-    projectors: append::Projectors,
+    projectors: projector::Projectors,
 }
 
 impl EventStore {
     /// Starts the store's writer task; call from within the tokio runtime.
     pub fn new(db: Db, projectors: Vec<Arc<dyn Projector>>) -> Self {
-        let projectors: append::Projectors = projectors.into();
+        let projectors: projector::Projectors = projectors.into();
         let writer = writer::spawn(db.clone(), projectors.clone());
         EventStore {
             db,
@@ -93,16 +99,8 @@ impl EventStore {
         after: GlobalPosition,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-        let query = sql::SELECT_ALL.on(&self.db);
-        let rows: Vec<sql::EventRow> = on_backend!(&self.db, pool => {
-            sqlx::query_as(query)
-                .bind(after.commit)
-                .bind(after.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+        let mut pooled = self.db.acquire().await?;
+        checkpoints::read_all_in(pooled.as_conn(), after, limit).await
     }
 
     pub async fn stream_head(&self, stream_id: Uuid) -> Result<Option<StreamHead>, sqlx::Error> {

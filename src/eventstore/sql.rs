@@ -117,6 +117,20 @@ pub const SELECT_ALL: Sql = Sql {
     ),
 };
 
+/// [`SELECT_ALL`] while no transaction can be writing an event (PostgreSQL: under an
+/// EXCLUSIVE lock on `events`): every event there is, in the same order.
+pub const SELECT_ALL_QUIESCED: Sql = Sql {
+    sqlite: SELECT_ALL.sqlite,
+    postgres: concat!(
+        "SELECT ",
+        event_columns!(),
+        ", ",
+        pg_commit!(),
+        " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2) \
+         ORDER BY tx_id, position LIMIT $3"
+    ),
+};
+
 #[derive(sqlx::FromRow)]
 pub struct EventRow {
     position: i64,

@@ -6,9 +6,10 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::append::{AppendError, AppendRequest, Projectors, append_in, explain_failure};
+use super::append::{AppendError, AppendRequest, append_in, explain_failure};
 use super::batch::append_batch_in;
 use super::model::Appended;
+use super::projector::Projectors;
 use crate::db::{Db, Tx};
 
 /// The most appends one transaction takes; bounds a batch's latency.

@@ -8,8 +8,9 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::QuoteEvent;
-use crate::db::Conn;
-use crate::eventstore::{ProjectionError, Projector, RecordedEvent};
+use crate::db::{Conn, Db, Tables};
+use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
+use crate::eventstore::{CatchUpError, ProjectionError, Projector, RecordedEvent, catch_up};
 
 /// A stored event with its decoded quote event.
 pub struct Projected<'a> {
@@ -21,6 +22,22 @@ pub struct Projected<'a> {
 /// whole batch in commit order (see [`Projector`]) and should write it in a few
 /// multi-row statements, whatever the batch's size.
 pub trait QuoteProjection: Send + Sync {
+    /// The projection's name, under which its checkpoint is kept.
+    fn name(&self) -> &'static str;
+
+    /// The tables it writes, by their live names.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Statements that leave its tables (by their live names) as before the first
+    /// event, to catch up again from it.
+    fn clear(&self) -> &'static [&'static str];
+
+    /// Which copy of its tables it writes.
+    fn writes_to(&self) -> Tables;
+
+    /// The same projection, writing to that copy of its tables.
+    fn copy(&self, tables: Tables) -> Arc<dyn QuoteProjection>;
+
     fn apply<'a>(
         &'a self,
         conn: Conn<'a>,
@@ -39,7 +56,82 @@ impl QuoteProjector {
     }
 }
 
+impl QuoteProjector {
+    /// Each of these projections alone, to catch up from its own checkpoint.
+    pub fn each(&self) -> impl Iterator<Item = QuoteProjector> + '_ {
+        self.projections
+            .iter()
+            .map(|projection| QuoteProjector::new(vec![Arc::clone(projection)]))
+    }
+
+    /// Brings every projection up to the end of the log, each from its own
+    /// checkpoint (all of them at it already, the usual case, costs a read each).
+    /// Call before appends start, so that none applies an event twice.
+    pub async fn catch_up(&self, db: &Db) -> Result<u64, CatchUpError> {
+        let mut applied = 0;
+        for alone in self.each() {
+            let caught_up = catch_up(db, &alone, CATCH_UP_PAGE, |_| {}).await?;
+            if caught_up > 0 {
+                let name = &alone.projections()[0];
+                tracing::info!(projection = %name, events = caught_up, "projection caught up");
+            }
+            applied += caught_up;
+        }
+        Ok(applied)
+    }
+
+    /// Empties the projection `name` and forgets its checkpoint, in one transaction:
+    /// it then catches up from the first event. `false` when no projection has that
+    /// name.
+    pub async fn reset(&self, db: &Db, name: &str) -> Result<bool, sqlx::Error> {
+        let Some(projection) = self.projections.iter().find(|p| p.name() == name) else {
+            return Ok(false);
+        };
+        let mut pooled = db.acquire().await?;
+        let mut tx = pooled.as_conn().begin_write().await?;
+        clear(tx.as_conn(), projection.as_ref()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// These projections, writing to that copy of their tables.
+    pub fn copy(&self, tables: Tables) -> QuoteProjector {
+        QuoteProjector::new(self.projections.iter().map(|p| p.copy(tables)).collect())
+    }
+
+    /// The projections this projector keeps.
+    pub fn members(&self) -> &[Arc<dyn QuoteProjection>] {
+        &self.projections
+    }
+}
+
+/// The checkpoint name of `projection`, for the copy of its tables it writes.
+pub fn checkpoint_name(projection: &dyn QuoteProjection) -> String {
+    projection.writes_to().name(projection.name()).into_owned()
+}
+
+/// Empties the projection's copy of its tables and forgets its checkpoint, in the
+/// caller's transaction.
+pub async fn clear(
+    mut conn: Conn<'_>,
+    projection: &dyn QuoteProjection,
+) -> Result<(), sqlx::Error> {
+    let tables = projection.writes_to();
+    for statement in projection.clear() {
+        conn.execute_plain(&tables.rename(statement, projection.tables()))
+            .await?;
+    }
+    checkpoints::forget(conn, &checkpoint_name(projection)).await
+}
+
 impl Projector for QuoteProjector {
+    fn projections(&self) -> Vec<String> {
+        self.projections
+            .iter()
+            .map(|p| checkpoint_name(p.as_ref()))
+            .collect()
+    }
+
     fn apply<'a>(
         &'a self,
         mut conn: Conn<'a>,

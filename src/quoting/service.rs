@@ -26,6 +26,16 @@
 //! - An entry is only ever replaced by a later version, so a slow caller cannot put
 //!   an older quote over a newer one.
 //!
+//! # Snapshots
+//!
+//! A quote that is not cached (another process wrote it, the cache let it go, the
+//! process started since) loads from its newest snapshot at or below the version
+//! wanted and folds only the events after it (`eventstore::snapshots`). After each
+//! command and each load that folded events, the quote is offered to the service's
+//! [`Snapshotter`], which keeps it when the [`SnapshotPolicy`] says so, in a task of
+//! its own after the commit. A snapshot of another `Quote::SCHEMA_VERSION` is
+//! ignored, and the quote as folded from its events replaces it.
+//!
 //! The cache is bounded by weight: each quote weighs its JSON size plus a fixed
 //! overhead, and a service holds at most [`CACHED_QUOTE_BYTES`] of them (tens of
 //! thousands of typical quotes), least recently and least often used going first.
@@ -39,7 +49,8 @@ use uuid::Uuid;
 use super::domain::{Action, Command, DomainError, PersonName, Quote, QuoteEvent, decide, evolve};
 use crate::db::Unique;
 use crate::eventstore::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, SnapshotPolicy,
+    Snapshots, Snapshotter,
 };
 use crate::kernel::{Actor, Envelope};
 
@@ -87,22 +98,44 @@ pub struct QuoteService {
     store: EventStore,
     /// Quotes by id, each as folded at its `version` (see the module's notes).
     cache: moka::future::Cache<Uuid, Arc<Quote>>,
+    snapshots: Snapshots,
+    snapshotter: Snapshotter<Quote>,
 }
 
 impl QuoteService {
+    /// A service with the default cache size and snapshot policy; call from within
+    /// the tokio runtime (it starts the snapshot task).
     pub fn new(store: EventStore) -> Self {
-        Self::with_cache_bytes(store, CACHED_QUOTE_BYTES)
+        Self::configured(store, CACHED_QUOTE_BYTES, SnapshotPolicy::default())
     }
 
     /// A service whose quote cache holds at most `max_bytes` (estimated).
     pub fn with_cache_bytes(store: EventStore, max_bytes: u64) -> Self {
+        Self::configured(store, max_bytes, SnapshotPolicy::default())
+    }
+
+    /// A service whose quote cache holds at most `max_bytes` (estimated) and which
+    /// takes snapshots by `policy`.
+    pub fn configured(store: EventStore, max_bytes: u64, policy: SnapshotPolicy) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_id: &Uuid, quote: &Arc<Quote>| {
                 u32::try_from(weight(quote)).unwrap_or(u32::MAX)
             })
             .build();
-        QuoteService { store, cache }
+        let snapshots = Snapshots::new(store.db().clone());
+        let snapshotter = Snapshotter::spawn(snapshots.clone(), policy, Quote::SCHEMA_VERSION);
+        QuoteService {
+            store,
+            cache,
+            snapshots,
+            snapshotter,
+        }
+    }
+
+    /// Returns once every snapshot offered so far has been written or passed over.
+    pub async fn flush_snapshots(&self) {
+        self.snapshotter.flush().await;
     }
 
     /// How many quotes are cached, and their estimated bytes, once the cache's
@@ -130,9 +163,37 @@ impl QuoteService {
             (Some(cached), up_to) if up_to.is_none_or(|v| v > cached.version as i64) => {
                 self.fold_on(quote_id, Quote::clone(&cached), up_to).await?
             }
-            _ => self.fold_on(quote_id, Quote::default(), up_to).await?,
+            _ => {
+                let (start, outdated) = self.start_from_snapshot(quote_id, up_to).await?;
+                let quote = self.fold_on(quote_id, start, up_to).await?;
+                if outdated && quote.is_started() {
+                    self.snapshotter.replace(
+                        quote_id,
+                        quote.version as i64,
+                        Arc::new(quote.clone()),
+                    );
+                }
+                quote
+            }
         };
         Ok(quote.is_started().then_some(quote))
+    }
+
+    /// The quote of the newest snapshot at or below `up_to`, or the quote before its
+    /// first event; and whether a snapshot was passed over for being of another
+    /// shape (so that one of the current shape replaces it).
+    async fn start_from_snapshot(
+        &self,
+        quote_id: Uuid,
+        up_to: Option<i64>,
+    ) -> Result<(Quote, bool), CommandError> {
+        let Some(snapshot) = self.snapshots.newest(quote_id, up_to).await? else {
+            return Ok((Quote::default(), false));
+        };
+        Ok(match snapshot.state_as::<Quote>(Quote::SCHEMA_VERSION) {
+            Some(quote) if quote.version as i64 == snapshot.version => (quote, false),
+            _ => (Quote::default(), true),
+        })
     }
 
     /// `quote` with the stream's events after its version folded on, up to `up_to`;
@@ -157,13 +218,16 @@ impl QuoteService {
         Ok(quote)
     }
 
-    /// Caches `quote` unless the cache holds the same or a later version already.
+    /// Caches `quote` unless the cache holds the same or a later version already, and
+    /// offers it for a snapshot.
     async fn keep(&self, quote_id: Uuid, quote: &Quote) {
         if !quote.is_started() {
             return;
         }
         let version = quote.version;
         let quote = Arc::new(quote.clone());
+        self.snapshotter
+            .offer(quote_id, version as i64, Arc::clone(&quote));
         self.cache
             .entry(quote_id)
             .and_compute_with(|cached| async move {

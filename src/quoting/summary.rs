@@ -2,13 +2,15 @@
 //! show. Kept in the append's transaction: two statements per group-commit batch
 //! (the quotes it starts, then every quote it changes).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::{QuoteEvent, Status};
 use super::projection::{Projected, QuoteProjection, merged_by_quote};
-use crate::db::{Conn, Db};
+use crate::db::{Conn, Db, Tables};
 use crate::eventstore::{ProjectionError, RecordedEvent};
 use crate::on_backend;
 
@@ -118,9 +120,42 @@ impl Change {
     }
 }
 
-pub struct QuoteSummaryProjection;
+/// The tables `quote_summary` writes.
+const TABLES: &[&str] = &["quote_summary"];
+
+#[derive(Debug, Default)]
+pub struct QuoteSummaryProjection {
+    tables: Tables,
+}
+
+impl QuoteSummaryProjection {
+    /// The projection writing to this copy of its tables.
+    pub fn writing_to(tables: Tables) -> Self {
+        QuoteSummaryProjection { tables }
+    }
+}
 
 impl QuoteProjection for QuoteSummaryProjection {
+    fn name(&self) -> &'static str {
+        "quote_summary"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn clear(&self) -> &'static [&'static str] {
+        &["DELETE FROM quote_summary"]
+    }
+
+    fn writes_to(&self) -> Tables {
+        self.tables
+    }
+
+    fn copy(&self, tables: Tables) -> Arc<dyn QuoteProjection> {
+        Arc::new(Self::writing_to(tables))
+    }
+
     /// One multi-row INSERT for the quotes the batch starts, then one UPDATE for
     /// every quote it touches (the just-started ones too, which is harmless).
     fn apply<'a>(
@@ -138,7 +173,7 @@ impl QuoteProjection for QuoteSummaryProjection {
                 .collect();
             for rows in started.chunks(ROWS_PER_STATEMENT) {
                 on_backend!(conn.reborrow(), c => {
-                    let mut insert = sqlx::QueryBuilder::new(INSERT);
+                    let mut insert = sqlx::QueryBuilder::new(self.tables.rename(INSERT, TABLES));
                     insert.push_values(rows, |mut row, (quote_id, change)| {
                         let (reference, applicant_name, agent) =
                             change.started.as_ref().expect("filtered to started quotes");
@@ -175,7 +210,7 @@ impl QuoteProjection for QuoteSummaryProjection {
                             .push_bind(change.last_position)
                             .push_bind(change.updated_at);
                     });
-                    update.push(UPDATE_FROM_CHANGES);
+                    update.push(self.tables.rename(UPDATE_FROM_CHANGES, TABLES));
                     update.build().execute(&mut *c).await?;
                 });
             }

@@ -406,7 +406,7 @@ async fn rebuild_from_the_log(app: &AppState, quotes: &[Uuid]) {
     conn.execute_plain("UPDATE approval_queue_total SET waiting = 0")
         .await
         .unwrap();
-    let projector = QuoteProjector::new(vec![Arc::new(ApprovalQueueProjection)]);
+    let projector = QuoteProjector::new(vec![Arc::new(ApprovalQueueProjection::default())]);
     for chunk in events.chunks(97) {
         projector.apply(conn.reborrow(), chunk).await.unwrap();
     }

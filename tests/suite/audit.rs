@@ -9,7 +9,6 @@ use futures_util::StreamExt;
 use quoteline::AppState;
 use quoteline::db::Db;
 use quoteline::eventstore::{AppendRequest, ExpectedVersion, Metadata, Problem};
-use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
 use quoteline::on_backend;
 use quoteline::quoting::answers_of;
@@ -22,7 +21,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::support::{
-    TestApp, TestDb, assert_is_redirect_to, html_page, run_verify_command, session_cookie,
+    TestApp, TestDb, assert_is_redirect_to, envelope, html_page, run_verify_command, session_cookie,
 };
 
 storage_tests!(
@@ -45,14 +44,6 @@ fn agent(name: &str) -> Actor {
 
 fn uma() -> Actor {
     Actor::new("uma", [Role::Underwriter])
-}
-
-fn envelope() -> Envelope {
-    Envelope {
-        at: Utc::now(),
-        request_id: None,
-        idempotency_key: None,
-    }
 }
 
 async fn start(app: &AppState, by: &Actor, applicant: &str) -> Uuid {

@@ -464,6 +464,10 @@ async fn group_commit_lands_every_append_that_does_not_conflict(test_db: &TestDb
 struct CountingProjection;
 
 impl Projector for CountingProjection {
+    fn projections(&self) -> Vec<String> {
+        vec!["counting".into()]
+    }
+
     fn apply<'a>(
         &'a self,
         mut conn: Conn<'a>,

@@ -92,7 +92,7 @@ fn next_action(rng: &mut StdRng, status: Status, complete: bool) -> (bool, Actio
 
 /// Rounds of commands sent at once (so the writer batches them), each quote taking
 /// one step a round.
-async fn random_history(app: &AppState, seed: u64, quotes: usize, rounds: usize) -> Vec<Uuid> {
+pub async fn random_history(app: &AppState, seed: u64, quotes: usize, rounds: usize) -> Vec<Uuid> {
     let mut rng = StdRng::seed_from_u64(seed);
     let agent = Actor::new("asha", [Role::Agent]);
     let underwriter = Actor::new("uma", [Role::Underwriter]);
@@ -199,9 +199,9 @@ pub async fn tables(db: &Db) -> Vec<String> {
 /// projector `chunk(n)` events at a time.
 pub async fn replay(app: &AppState, log: &[RecordedEvent], mut chunk: impl FnMut() -> usize) {
     let projector = QuoteProjector::new(vec![
-        Arc::new(QuoteSummaryProjection),
-        Arc::new(ApprovalQueueProjection),
-        Arc::new(TimelineProjection),
+        Arc::new(QuoteSummaryProjection::default()),
+        Arc::new(ApprovalQueueProjection::default()),
+        Arc::new(TimelineProjection::default()),
     ]);
     let mut pooled = app.db.acquire().await.unwrap();
     let mut conn = pooled.as_conn();

@@ -6,18 +6,18 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use quoteline::AppState;
-use quoteline::eventstore::{Appended, EventStore};
+use quoteline::eventstore::Appended;
 use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
     Action, Command, ContactDetails, DomainError, FamilyDetails, GeographicDetails, NonEmptyText,
-    PersonName, Quote, QuoteEvent, Status, decide, evolve,
+    PersonName, QuoteEvent, Status, decide,
 };
 use quoteline::quoting::{CommandError, summary};
 use quoteline::state::Caches;
 use uuid::Uuid;
 
-use crate::support::TestDb;
+use crate::support::{TestDb, fresh_fold};
 
 storage_tests!(
     a_quote_taken_from_start_to_submitted_records_its_events_and_summary,
@@ -233,17 +233,6 @@ fn contact() -> Action {
 }
 
 /// The quote folded straight from the store, past every cache, up to `up_to`.
-async fn fresh_fold(store: &EventStore, id: Uuid, up_to: Option<i64>) -> Quote {
-    store
-        .read_stream(id, 0)
-        .await
-        .unwrap()
-        .iter()
-        .take_while(|e| up_to.is_none_or(|v| e.version <= v))
-        .map(|e| QuoteEvent::decode(e).unwrap())
-        .fold(Quote::default(), |quote, event| evolve(quote, &event))
-}
-
 /// Two processes over one database: each its own store writer, quote service and
 /// caches.
 async fn two_processes(test_db: &TestDb) -> (AppState, AppState) {

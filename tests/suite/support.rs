@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 use quoteline::db::{Backend, Db};
+use quoteline::eventstore::EventStore;
 use quoteline::kernel::{Actor, Envelope, Role};
 use quoteline::quoting::domain::{
-    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName,
+    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, PersonName, Quote,
+    QuoteEvent, evolve,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -338,6 +340,28 @@ pub async fn quote_through_service(
         version = appended.last_version().unwrap();
     }
     id
+}
+
+/// The envelope of a command sent now, with no request id or idempotency key.
+pub fn envelope() -> Envelope {
+    Envelope {
+        at: chrono::Utc::now(),
+        request_id: None,
+        idempotency_key: None,
+    }
+}
+
+/// The quote as a fold of every stored event up to `up_to` (all without it), read
+/// afresh: the truth every cache, snapshot and projection is held to.
+pub async fn fresh_fold(store: &EventStore, id: Uuid, up_to: Option<i64>) -> Quote {
+    store
+        .read_stream(id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .take_while(|e| up_to.is_none_or(|v| e.version <= v))
+        .map(|e| QuoteEvent::decode(e).unwrap())
+        .fold(Quote::default(), |quote, event| evolve(quote, &event))
 }
 
 /// Signs `client` in to the app at `base` the way a browser does: the sign-in page for

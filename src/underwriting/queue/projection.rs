@@ -3,11 +3,13 @@
 //! transaction: a quote leaves the queue in the same commit as its approval,
 //! rejection, referral or withdrawal.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::db::Conn;
+use crate::db::{Conn, Tables};
 use crate::eventstore::{ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{QuoteEvent, Status};
@@ -139,15 +141,15 @@ impl Writes {
         writes
     }
 
-    async fn write(self, mut conn: Conn<'_>) -> Result<(), sqlx::Error> {
+    async fn write(self, mut conn: Conn<'_>, tables: Tables) -> Result<(), sqlx::Error> {
         if self.waiting_delta != 0 {
             on_backend!(conn.reborrow(), c => {
-                sqlx::query(MOVE_TOTAL).bind(self.waiting_delta).execute(&mut *c).await?;
+                sqlx::query(&tables.rename(MOVE_TOTAL, TABLES)).bind(self.waiting_delta).execute(&mut *c).await?;
             });
         }
         for ids in self.deleted.chunks(ROWS_PER_STATEMENT) {
             on_backend!(conn.reborrow(), c => {
-                let mut delete = sqlx::QueryBuilder::new(DELETE);
+                let mut delete = sqlx::QueryBuilder::new(tables.rename(DELETE, TABLES));
                 let mut list = delete.separated(", ");
                 for id in ids {
                     list.push_bind(*id);
@@ -158,7 +160,7 @@ impl Writes {
         }
         for rows in self.inserted.chunks(ROWS_PER_STATEMENT) {
             on_backend!(conn.reborrow(), c => {
-                let mut insert = sqlx::QueryBuilder::new(INSERT);
+                let mut insert = sqlx::QueryBuilder::new(tables.rename(INSERT, TABLES));
                 insert.push_values(rows, |mut row, (quote_id, change)| {
                     let (reference, applicant_name, agent) =
                         change.started.as_ref().expect("planned as started");
@@ -191,7 +193,7 @@ impl Writes {
                         .push_bind(change.first_submission)
                         .push_bind(change.referrals);
                 });
-                update.push(UPDATE_FROM_CHANGES);
+                update.push(tables.rename(UPDATE_FROM_CHANGES, TABLES));
                 update.build().execute(&mut *c).await?;
             });
         }
@@ -199,9 +201,46 @@ impl Writes {
     }
 }
 
-pub struct ApprovalQueueProjection;
+/// The tables the approval queue writes.
+const TABLES: &[&str] = &["approval_queue", "approval_queue_total"];
+
+#[derive(Debug, Default)]
+pub struct ApprovalQueueProjection {
+    tables: Tables,
+}
+
+impl ApprovalQueueProjection {
+    /// The projection writing to this copy of its tables.
+    pub fn writing_to(tables: Tables) -> Self {
+        ApprovalQueueProjection { tables }
+    }
+}
 
 impl QuoteProjection for ApprovalQueueProjection {
+    fn name(&self) -> &'static str {
+        "approval_queue"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn clear(&self) -> &'static [&'static str] {
+        &[
+            "DELETE FROM approval_queue",
+            "DELETE FROM approval_queue_total",
+            "INSERT INTO approval_queue_total (id, waiting) VALUES (1, 0)",
+        ]
+    }
+
+    fn writes_to(&self) -> Tables {
+        self.tables
+    }
+
+    fn copy(&self, tables: Tables) -> Arc<dyn QuoteProjection> {
+        Arc::new(Self::writing_to(tables))
+    }
+
     /// Each quote's events in the batch are merged into one change; the batch is
     /// then at most four statements (the total, deletions, insertions, updates).
     fn apply<'a>(
@@ -213,7 +252,7 @@ impl QuoteProjection for ApprovalQueueProjection {
             let changes = merged_by_quote(events, |change: &mut Change, p| {
                 change.add(&p.event, p.recorded)
             });
-            Writes::plan(changes).write(conn).await?;
+            Writes::plan(changes).write(conn, self.tables).await?;
             Ok(())
         })
     }

@@ -1,0 +1,478 @@
+//! `quoteline rebuild`: projections replayed from the whole log into shadow tables
+//! while the app keeps serving, caught up with what was written meanwhile, and
+//! swapped in within one short transaction.
+//!
+//! 1. One rebuild at a time across all processes: an advisory lock on PostgreSQL
+//!    (held by a connection of its own, gone with it), a lock row on SQLite (taken
+//!    over when its holder has not beaten for a minute).
+//! 2. Each projection's tables get a shadow copy (`quote_summary__rebuild`, …), made
+//!    from the live table's own definition, indexes and constraints included; the
+//!    projections write to it under their own checkpoints (`quote_summary__rebuild`).
+//! 3. The shadow projections catch up from the first event, a page per transaction,
+//!    like any projection that is behind (`eventstore::checkpoints::catch_up`); the
+//!    live ones keep being written inline meanwhile.
+//! 4. The swap: one write transaction that shuts appends out (SQLite's write lock; on
+//!    PostgreSQL an EXCLUSIVE lock on `events`, which readers pass), applies the few
+//!    events written since the last page, drops the live tables, renames the shadows
+//!    into their place, and hands the live checkpoints the shadows' positions.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::db::{Backend, Conn, Db, PooledConn, Tables, rename_identifiers};
+use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
+use crate::eventstore::{CatchUpError, Projector, catch_up};
+use crate::on_backend;
+use crate::quoting::projection::{QuoteProjector, checkpoint_name, clear};
+use crate::state::quote_projector;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebuilt {
+    pub projections: Vec<&'static str>,
+    /// Events replayed into the shadow tables, the swap's own included.
+    pub events: u64,
+    pub took: Duration,
+}
+
+impl Rebuilt {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.took.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(
+        "another rebuild is running ({holder}); only one runs at a time, so try again once it \
+         has finished"
+    )]
+    Busy { holder: String },
+    #[error("there is no projection named {name:?}; the projections are {known}")]
+    Unknown { name: String, known: String },
+    #[error(transparent)]
+    CatchUp(#[from] CatchUpError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Events per transaction while the shadow tables fill.
+const PAGE: i64 = 10_000;
+
+/// Rebuilds every projection, or only the one named `only`. `progress` hears the
+/// events replayed so far and the number of events in the store when it started.
+pub async fn rebuild(
+    db: &Db,
+    only: Option<&str>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Rebuilt, RebuildError> {
+    let started = Instant::now();
+    let live = chosen(only)?;
+    let lock = RebuildLock::take(db).await?;
+    let outcome = async {
+        let shadow = live.copy(Tables::Shadow);
+        prepare_shadows(db, &live, &shadow).await?;
+        let total = event_count(db).await?;
+        progress(0, total);
+        let mut events = catch_up(db, &shadow, PAGE, |done| progress(done, total)).await?;
+        events += swap(db, &live, &shadow).await?;
+        Ok(Rebuilt {
+            projections: live.members().iter().map(|p| p.name()).collect(),
+            events,
+            took: started.elapsed(),
+        })
+    }
+    .await;
+    lock.release().await;
+    outcome
+}
+
+/// Every projection, or the one called `only`.
+fn chosen(only: Option<&str>) -> Result<QuoteProjector, RebuildError> {
+    let every = quote_projector();
+    let Some(name) = only else {
+        return Ok(every);
+    };
+    every
+        .each()
+        .find(|alone| alone.projections()[0] == name)
+        .ok_or_else(|| RebuildError::Unknown {
+            name: name.to_owned(),
+            known: every
+                .members()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+async fn event_count(db: &Db) -> Result<u64, sqlx::Error> {
+    let count: i64 = on_backend!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?
+    });
+    Ok(count as u64)
+}
+
+/// Fresh, empty shadow tables (a crashed rebuild's are dropped first), each projection
+/// as before its first event, its shadow checkpoint forgotten.
+async fn prepare_shadows(
+    db: &Db,
+    live: &QuoteProjector,
+    shadow: &QuoteProjector,
+) -> Result<(), sqlx::Error> {
+    let mut pooled = db.acquire().await?;
+    let mut tx = pooled.as_conn().begin_write().await?;
+    for projection in live.members() {
+        for table in projection.tables() {
+            create_shadow(tx.as_conn(), table).await?;
+        }
+    }
+    for projection in shadow.members() {
+        clear(tx.as_conn(), projection.as_ref()).await?;
+    }
+    tx.commit().await
+}
+
+/// Applies what was written since the last page, then puts the shadow tables in the
+/// live ones' place, in one transaction that appends wait for. Returns the events it
+/// applied.
+async fn swap(
+    db: &Db,
+    live: &QuoteProjector,
+    shadow: &QuoteProjector,
+) -> Result<u64, RebuildError> {
+    let mut pooled = db.acquire().await?;
+    let mut tx = pooled.as_conn().begin_write().await?;
+    if let Backend::Postgres(_) = tx.as_conn() {
+        // Appends wait; readers (ACCESS SHARE) pass. Every transaction that wrote an
+        // event has ended once this is granted, so no read can meet a gap.
+        tx.as_conn()
+            .execute_plain("LOCK TABLE events IN EXCLUSIVE MODE")
+            .await?;
+    }
+    let names = Projector::projections(shadow);
+    let mut from = checkpoints::checkpoint(tx.as_conn(), &names[0])
+        .await?
+        .unwrap_or_default();
+    let mut applied = 0;
+    loop {
+        let events = checkpoints::read_all_quiesced(tx.as_conn(), from, CATCH_UP_PAGE).await?;
+        let Some(last) = events.last() else { break };
+        from = last.global;
+        checkpoints::project(tx.as_conn(), &[shadow as &dyn Projector], &events)
+            .await
+            .map_err(CatchUpError::from)?;
+        applied += events.len() as u64;
+    }
+    for projection in live.members() {
+        for table in projection.tables() {
+            replace_with_shadow(tx.as_conn(), table).await?;
+        }
+        let name = checkpoint_name(projection.as_ref());
+        checkpoints::forget(tx.as_conn(), &name).await?;
+        if from != Default::default() {
+            checkpoints::advance(tx.as_conn(), &[name], from).await?;
+        }
+    }
+    for name in &names {
+        checkpoints::forget(tx.as_conn(), name).await?;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+// ----- Shadow tables ------------------------------------------------------------
+
+/// `name` as the other copy of its table calls it. SQLite cannot rename an index,
+/// so a swapped-in table keeps its shadow's index names: the next shadow takes the
+/// names without the suffix again.
+fn other_index_name(name: &str) -> String {
+    match name.strip_suffix(Tables::SHADOW_SUFFIX) {
+        Some(live) => live.to_owned(),
+        None => format!("{name}{}", Tables::SHADOW_SUFFIX),
+    }
+}
+
+/// A new empty `table__rebuild` with `table`'s columns, constraints and indexes.
+async fn create_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx::Error> {
+    let shadow = Tables::Shadow.name(table).into_owned();
+    conn.execute_plain(&format!("DROP TABLE IF EXISTS {shadow}"))
+        .await?;
+    match conn {
+        Backend::Sqlite(c) => {
+            let definitions: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT type, name, sql FROM sqlite_master \
+                 WHERE tbl_name = $1 AND sql IS NOT NULL ORDER BY type = 'index', name",
+            )
+            .bind(table)
+            .fetch_all(&mut *c)
+            .await?;
+            for (kind, name, sql) in definitions {
+                let sql = if kind == "index" {
+                    let renamed = rename_identifiers(&sql, &[table], Tables::SHADOW_SUFFIX);
+                    rename_one(&renamed, &name, &other_index_name(&name))
+                } else {
+                    rename_identifiers(&sql, &[table], Tables::SHADOW_SUFFIX)
+                };
+                sqlx::query(&sql).execute(&mut *c).await?;
+            }
+        }
+        Backend::Postgres(c) => {
+            sqlx::query(&format!(
+                "CREATE TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+                 INCLUDING IDENTITY INCLUDING GENERATED)"
+            ))
+            .execute(&mut *c)
+            .await?;
+            // Primary keys and unique constraints as constraints, under names the
+            // swap gives back; every other index as it is defined.
+            let constraints: Vec<(String, String)> = sqlx::query_as(
+                "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+                 WHERE conrelid = $1::regclass AND contype IN ('p', 'u') ORDER BY conname",
+            )
+            .bind(table)
+            .fetch_all(&mut *c)
+            .await?;
+            for (name, definition) in &constraints {
+                sqlx::query(&format!(
+                    "ALTER TABLE {shadow} ADD CONSTRAINT {name}{} {definition}",
+                    Tables::SHADOW_SUFFIX
+                ))
+                .execute(&mut *c)
+                .await?;
+            }
+            let indexes: Vec<(String, String)> = sqlx::query_as(
+                "SELECT i.relname::text, pg_get_indexdef(i.oid) FROM pg_index x \
+                 JOIN pg_class i ON i.oid = x.indexrelid \
+                 WHERE x.indrelid = $1::regclass \
+                   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid) \
+                 ORDER BY i.relname",
+            )
+            .bind(table)
+            .fetch_all(&mut *c)
+            .await?;
+            for (name, definition) in indexes {
+                let renamed =
+                    rename_identifiers(&definition, &[table, &name], Tables::SHADOW_SUFFIX);
+                sqlx::query(&renamed).execute(&mut *c).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sql` with the identifier `from` (once, as a whole word) called `to`.
+fn rename_one(sql: &str, from: &str, to: &str) -> String {
+    let marked = rename_identifiers(sql, &[from], "\u{0}");
+    let word = format!("{from}\u{0}");
+    marked.replacen(&word, to, 1).replace(&word, from)
+}
+
+/// Drops `table` and renames its shadow into its place; on PostgreSQL the shadow's
+/// indexes and constraints get the live names back.
+async fn replace_with_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx::Error> {
+    let shadow = Tables::Shadow.name(table).into_owned();
+    conn.execute_plain(&format!("DROP TABLE {table}")).await?;
+    conn.execute_plain(&format!("ALTER TABLE {shadow} RENAME TO {table}"))
+        .await?;
+    if let Backend::Postgres(c) = conn {
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             WHERE x.indrelid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_all(&mut *c)
+        .await?;
+        for (name,) in indexes {
+            if let Some(live) = name.strip_suffix(Tables::SHADOW_SUFFIX) {
+                // Renaming a constraint's index renames the constraint.
+                sqlx::query(&format!("ALTER INDEX {name} RENAME TO {live}"))
+                    .execute(&mut *c)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ----- One rebuild at a time ----------------------------------------------------------
+
+/// The advisory lock's key on PostgreSQL: "quoteline rebuild" as a number.
+const ADVISORY_KEY: i64 = 0x7175_6f74_6572_6231;
+/// A SQLite lock row whose holder has not beaten for this long is abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Held while a rebuild runs.
+pub struct RebuildLock {
+    held: Held,
+}
+
+enum Held {
+    /// The connection that holds the advisory lock.
+    Postgres(PooledConn),
+    /// This holder's id in the lock row, and the task beating for it.
+    Sqlite {
+        db: Db,
+        holder: String,
+        heartbeat: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl RebuildLock {
+    /// Takes the lock, or says who holds it.
+    pub async fn take(db: &Db) -> Result<RebuildLock, RebuildError> {
+        match db {
+            Backend::Postgres(_) => {
+                let mut pooled = db.acquire().await?;
+                let Backend::Postgres(c) = &mut pooled else {
+                    unreachable!("a PostgreSQL pool gives PostgreSQL connections")
+                };
+                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(ADVISORY_KEY)
+                    .fetch_one(&mut **c)
+                    .await?;
+                if !taken {
+                    return Err(RebuildError::Busy {
+                        holder: "another process holds the rebuild lock".into(),
+                    });
+                }
+                Ok(RebuildLock {
+                    held: Held::Postgres(pooled),
+                })
+            }
+            Backend::Sqlite(pool) => {
+                let holder = format!(
+                    "process {} on {}, since {}",
+                    std::process::id(),
+                    hostname(),
+                    Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+                );
+                let id = format!("{holder} ({})", Uuid::now_v7());
+                let now = Utc::now();
+                let abandoned =
+                    now - chrono::Duration::from_std(ABANDONED_AFTER).unwrap_or_default();
+                // Takes a free lock or an abandoned one; a live holder's row stays.
+                let taken = sqlx::query(
+                    "INSERT INTO rebuild_lock (id, holder, beat_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                         beat_at = excluded.beat_at \
+                     WHERE rebuild_lock.beat_at < $3",
+                )
+                .bind(&id)
+                .bind(now)
+                .bind(abandoned)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                if taken == 0 {
+                    let holder: Option<String> =
+                        sqlx::query_scalar("SELECT holder FROM rebuild_lock WHERE id = 1")
+                            .fetch_optional(pool)
+                            .await?;
+                    return Err(RebuildError::Busy {
+                        holder: holder.unwrap_or_else(|| "another process".into()),
+                    });
+                }
+                let heartbeat = tokio::spawn(beat(pool.clone(), id.clone()));
+                Ok(RebuildLock {
+                    held: Held::Sqlite {
+                        db: db.clone(),
+                        holder: id,
+                        heartbeat,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Gives the lock back. (A process that dies gives it back too: with its
+    /// connection on PostgreSQL, after a minute without a beat on SQLite.)
+    pub async fn release(self) {
+        match self.held {
+            Held::Postgres(mut pooled) => {
+                let unlocked = match &mut pooled {
+                    Backend::Postgres(c) => sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(ADVISORY_KEY)
+                        .execute(&mut **c)
+                        .await
+                        .is_ok(),
+                    Backend::Sqlite(_) => false,
+                };
+                if !unlocked {
+                    // Closing the session ends the lock.
+                    pooled.discard();
+                }
+            }
+            Held::Sqlite {
+                db,
+                holder,
+                heartbeat,
+            } => {
+                heartbeat.abort();
+                let deleted = on_backend!(&db, pool => {
+                    sqlx::query("DELETE FROM rebuild_lock WHERE id = 1 AND holder = $1")
+                        .bind(&holder)
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                });
+                if let Err(error) = deleted {
+                    tracing::warn!(%error, "the rebuild lock row could not be deleted; it is abandoned in a minute");
+                }
+            }
+        }
+    }
+}
+
+async fn beat(pool: sqlx::SqlitePool, holder: String) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let beat = sqlx::query("UPDATE rebuild_lock SET beat_at = $1 WHERE id = 1 AND holder = $2")
+            .bind(Utc::now())
+            .bind(&holder)
+            .execute(&pool)
+            .await;
+        if let Err(error) = beat {
+            tracing::warn!(%error, "the rebuild lock's heartbeat failed");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "this machine".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_alternate_between_the_two_copies() {
+        assert_eq!(
+            other_index_name("quote_summary_by_agent"),
+            "quote_summary_by_agent__rebuild"
+        );
+        assert_eq!(
+            other_index_name("quote_summary_by_agent__rebuild"),
+            "quote_summary_by_agent"
+        );
+    }
+
+    #[test]
+    fn one_identifier_is_renamed_once() {
+        assert_eq!(
+            rename_one(
+                "CREATE INDEX qs_by_agent ON quote_summary__rebuild (agent, qs_by_agent)",
+                "qs_by_agent",
+                "qs_by_agent__rebuild"
+            ),
+            "CREATE INDEX qs_by_agent__rebuild ON quote_summary__rebuild (agent, qs_by_agent)"
+        );
+    }
+}
