@@ -7,9 +7,9 @@
 //! For each length N a quote is started and given N − 1 contact-detail events (one
 //! event each), appended 500 at a time. Each load is `QuoteService::load(id, None)` by
 //! a service with nothing cached (a process that has just started, or a quote the
-//! cache let go): without a snapshot it folds all N events; with one it reads the
-//! snapshot the default policy (every 100 events) would have left, at the last
-//! multiple of 100, and folds the rest. The median of repeated loads is printed, and
+//! cache let go): without a snapshot it folds all N events; with one it reads a
+//! snapshot as far short of the end as the default policy allows (every 50 events:
+//! at most 49 after its newest snapshot) and folds the rest. The median of repeated loads is printed, and
 //! with `--svg` the curves are drawn.
 
 mod common;
@@ -131,7 +131,8 @@ async fn measure(db: Db, lengths: &[u64]) -> anyhow::Result<Vec<Point>> {
         let runs = if length >= 100_000 { 5 } else { 25 };
         let full_fold = median_load(&store, id, runs).await?;
 
-        let at = (length / 100) * 100;
+        let every = SnapshotPolicy::default().every.map_or(length, |n| n.get());
+        let at = length.saturating_sub(every - 1);
         if at > 0 {
             let quote = events[..at as usize].iter().fold(Quote::default(), evolve);
             snapshots

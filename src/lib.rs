@@ -16,6 +16,7 @@ pub mod identity;
 pub mod kernel;
 pub mod quoting;
 pub mod rebuild;
+pub mod replay;
 pub mod server;
 pub mod state;
 pub mod underwriting;

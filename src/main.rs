@@ -64,6 +64,26 @@ enum Command {
     },
     /// Apply the database migrations and exit
     Migrate,
+    /// Copy the history into another, empty database (SQLite file or PostgreSQL) and
+    /// build its projections there: the quotes as they stood at a moment, apart from
+    /// the live database, which is only read
+    Replay {
+        /// The database to copy into: sqlite://path or postgres://…; created and
+        /// migrated when missing, and it must hold no events
+        #[arg(long, value_name = "DATABASE_URL")]
+        into: String,
+        /// Only events up to this global position (a whole number, as the audit log
+        /// shows it) or time (RFC 3339, e.g. 2026-11-29T12:00:00Z); each quote keeps
+        /// its events before its first one past the cut
+        #[arg(long, value_name = "POSITION|TIME")]
+        until: Option<quoteline::replay::Until>,
+        /// Only this quote (its id)
+        #[arg(long, value_name = "ID")]
+        quote: Option<uuid::Uuid>,
+        /// No progress bar (there is none either when standard output is not a terminal)
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Replay the whole history into fresh copies of the projections' tables while the
     /// app keeps serving, then swap them in; one rebuild at a time
     Rebuild {
@@ -256,6 +276,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay {
+            into,
+            until,
+            quote,
+            quiet,
+        } => {
+            let target = Db::connect(&into)
+                .await
+                .with_context(|| format!("cannot open the database to replay into at {into}"))?;
+            replay(
+                &db,
+                &target,
+                quoteline::replay::Selection { until, quote },
+                quiet,
+            )
+            .await
+        }
         Command::Rebuild { projection, quiet } => {
             db.migrate().await.context("migrations failed")?;
             rebuild(&db, projection.as_deref(), quiet).await
@@ -356,6 +393,39 @@ async fn rebuild(db: &Db, only: Option<&str>, quiet: bool) -> anyhow::Result<Exi
             refused @ (quoteline::rebuild::RebuildError::Busy { .. }
             | quoteline::rebuild::RebuildError::Unknown { .. }),
         ) => {
+            eprintln!("quoteline: {refused}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `replay --into URL`, with a progress bar on a terminal.
+async fn replay(
+    source: &Db,
+    target: &Db,
+    selection: quoteline::replay::Selection,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let progress = progress_bar(quiet, 0, "events")?;
+    let outcome = quoteline::replay::replay(source, target, selection, |done, total| {
+        progress.set_length(total.max(done));
+        progress.set_position(done);
+    })
+    .await;
+    progress.finish_and_clear();
+    target.close().await;
+    match outcome {
+        Ok(replayed) => {
+            println!(
+                "Replayed {} events of {} quotes in {:.1} s; their projections are built.",
+                replayed.events,
+                replayed.streams,
+                replayed.took.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refused @ quoteline::replay::ReplayError::NotEmpty(_)) => {
             eprintln!("quoteline: {refused}");
             Ok(ExitCode::FAILURE)
         }

@@ -388,7 +388,7 @@ fn source() -> Source {
 const CONTEXTS: [&str; 4] = ["identity", "quoting", "underwriting", "audit"];
 
 /// What each top-level module may import. Everything not listed is refused.
-const ALLOWED: [(&str, &[&str]); 14] = [
+const ALLOWED: [(&str, &[&str]); 15] = [
     ("kernel", &[]),
     ("db", &[]),
     ("server", &[]),
@@ -461,6 +461,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
         ],
     ),
     ("rebuild", &["db", "eventstore", "quoting", "state"]),
+    ("replay", &["db", "eventstore", "state"]),
     ("crate", &["app", "state"]),
 ];
 

@@ -228,11 +228,21 @@ async fn move_heads(
     conn: Conn<'_>,
     accepted: &[(usize, Vec<RecordedEvent>)],
 ) -> Result<(), sqlx::Error> {
-    // The last append to each stream in the batch holds its final head.
+    upsert_heads(conn, accepted.iter().flat_map(|(_, events)| events.iter())).await
+}
+
+/// Moves each stream's head to the last of its `events` (in version order), in one
+/// statement.
+pub(super) async fn upsert_heads<'e>(
+    conn: Conn<'_>,
+    events: impl Iterator<Item = &'e RecordedEvent>,
+) -> Result<(), sqlx::Error> {
     let mut last: HashMap<Uuid, &RecordedEvent> = HashMap::new();
-    for (_, events) in accepted {
-        let event = events.last().expect("accepted appends have events");
+    for event in events {
         last.insert(event.stream_id, event);
+    }
+    if last.is_empty() {
+        return Ok(());
     }
     on_backend!(conn, c => {
         let mut query = sqlx::QueryBuilder::new("INSERT INTO streams (stream_id, version, hash, updated_at) ");

@@ -8,6 +8,7 @@
 mod append;
 mod batch;
 pub mod checkpoints;
+pub mod copy;
 mod hash;
 mod model;
 mod projector;

@@ -38,11 +38,12 @@ pub struct SnapshotPolicy {
 }
 
 impl Default for SnapshotPolicy {
-    /// Every 100 events: a typical quote (under 30 events) never needs one, a long
-    /// stream folds at most 99 events after its snapshot.
+    /// Every 50 events: a typical quote (under 30 events) never needs one, and a long
+    /// stream folds at most 49 events after its snapshot, which keeps a cold load
+    /// under a millisecond on SQLite (100 events after it took 1.2 ms; BENCHMARKS.md).
     fn default() -> Self {
         SnapshotPolicy {
-            every: NonZeroU64::new(100),
+            every: NonZeroU64::new(50),
             older_than: None,
         }
     }

@@ -20,6 +20,7 @@ mod projections;
 mod quote_service;
 mod random_forms;
 mod rebuild;
+mod replay;
 mod server;
 mod sessions;
 mod sign_in_abuse;

@@ -122,6 +122,17 @@ impl TestDb {
         })
     }
 
+    /// Another fresh database of the same backend.
+    pub async fn another(&self, test_name: &str) -> TestDb {
+        if self.is_postgres() {
+            TestDb::postgres(test_name)
+                .await
+                .expect("the server that gave this database gives another")
+        } else {
+            TestDb::sqlite().await
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.db, Backend::Postgres(_))
     }
