@@ -9,8 +9,10 @@
 //!    from the live table's own definition, indexes and constraints included; the
 //!    projections write to it under their own checkpoints (`quote_summary__rebuild`).
 //! 3. The shadow projections catch up from the first event, a page per transaction,
-//!    like any projection that is behind (`eventstore::checkpoints::catch_up`); the
-//!    live ones keep being written inline meanwhile.
+//!    like any projection that is behind (`eventstore::checkpoints::catch_up`), on one
+//!    connection (on SQLite with a 256 MiB page cache); the live ones keep being
+//!    written inline meanwhile. The shadows' secondary indexes are built after that,
+//!    over all their rows at once, and the shadows catch up again.
 //! 4. The swap: one write transaction that shuts appends out (SQLite's write lock; on
 //!    PostgreSQL an EXCLUSIVE lock on `events`, which readers pass), applies the few
 //!    events written since the last page, drops the live tables, renames the shadows
@@ -22,7 +24,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::db::{Backend, Conn, Db, PooledConn, Tables, rename_identifiers};
-use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
+use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, catch_up_on};
 use crate::eventstore::{CatchUpError, Projector, catch_up};
 use crate::on_backend;
 use crate::quoting::projection::{QuoteProjector, checkpoint_name, clear};
@@ -73,10 +75,14 @@ pub async fn rebuild(
     let lock = RebuildLock::take(db).await?;
     let outcome = async {
         let shadow = live.copy(Tables::Shadow);
-        prepare_shadows(db, &live, &shadow).await?;
+        let indexes = prepare_shadows(db, &live, &shadow).await?;
         let total = event_count(db).await?;
         progress(0, total);
-        let mut events = catch_up(db, &shadow, PAGE, |done| progress(done, total)).await?;
+        let mut events = fill(db, &shadow, |done| progress(done, total)).await?;
+        build_indexes(db, &indexes).await?;
+        // What was written while the indexes were built, so that the swap, which
+        // appends wait for, has only the last moments' events to apply.
+        events += catch_up(db, &shadow, PAGE, |_| {}).await?;
         events += swap(db, &live, &shadow).await?;
         Ok(Rebuilt {
             projections: live.members().iter().map(|p| p.name()).collect(),
@@ -87,6 +93,39 @@ pub async fn rebuild(
     .await;
     lock.release().await;
     outcome
+}
+
+/// SQLite's page cache while the shadow tables fill, in KiB: the tables and their
+/// indexes stay in memory instead of being read back from the file page by page.
+const FILL_CACHE_KIB: i64 = 256 * 1024;
+
+/// Replays the whole log into the shadow projections, on one connection of its own
+/// (on SQLite with a large page cache, given back to the default afterwards).
+async fn fill(
+    db: &Db,
+    shadow: &QuoteProjector,
+    progress: impl FnMut(u64),
+) -> Result<u64, RebuildError> {
+    let mut pooled = db.acquire().await?;
+    let sqlite = matches!(db, Backend::Sqlite(_));
+    if sqlite {
+        pooled
+            .as_conn()
+            .execute_plain(&format!("PRAGMA cache_size = -{FILL_CACHE_KIB}"))
+            .await?;
+    }
+    let filled = catch_up_on(pooled.as_conn(), shadow, PAGE, progress).await;
+    if sqlite
+        && pooled
+            .as_conn()
+            .execute_plain("PRAGMA cache_size = -2000")
+            .await
+            .is_err()
+    {
+        // A pooled connection must not keep a quarter of a gigabyte of cache.
+        pooled.discard();
+    }
+    Ok(filled?)
 }
 
 /// Every projection, or the one called `only`.
@@ -117,23 +156,26 @@ async fn event_count(db: &Db) -> Result<u64, sqlx::Error> {
 }
 
 /// Fresh, empty shadow tables (a crashed rebuild's are dropped first), each projection
-/// as before its first event, its shadow checkpoint forgotten.
+/// as before its first event, its shadow checkpoint forgotten. Returns the statements
+/// that index them once filled.
 async fn prepare_shadows(
     db: &Db,
     live: &QuoteProjector,
     shadow: &QuoteProjector,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let mut pooled = db.acquire().await?;
     let mut tx = pooled.as_conn().begin_write().await?;
+    let mut indexes = Vec::new();
     for projection in live.members() {
         for table in projection.tables() {
-            create_shadow(tx.as_conn(), table).await?;
+            indexes.extend(create_shadow(tx.as_conn(), table).await?);
         }
     }
     for projection in shadow.members() {
         clear(tx.as_conn(), projection.as_ref()).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(indexes)
 }
 
 /// Applies what was written since the last page, then puts the shadow tables in the
@@ -196,8 +238,11 @@ fn other_index_name(name: &str) -> String {
     }
 }
 
-/// A new empty `table__rebuild` with `table`'s columns, constraints and indexes.
-async fn create_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx::Error> {
+/// A new empty `table__rebuild` with `table`'s columns and constraints; returns the
+/// statements that give it `table`'s other indexes, to run once it is filled (an
+/// index built over the rows at once costs a fraction of one kept row by row).
+async fn create_shadow(mut conn: Conn<'_>, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut indexes_later = Vec::new();
     let shadow = Tables::Shadow.name(table).into_owned();
     conn.execute_plain(&format!("DROP TABLE IF EXISTS {shadow}"))
         .await?;
@@ -211,13 +256,13 @@ async fn create_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx::Erro
             .fetch_all(&mut *c)
             .await?;
             for (kind, name, sql) in definitions {
-                let sql = if kind == "index" {
+                if kind == "index" {
                     let renamed = rename_identifiers(&sql, &[table], Tables::SHADOW_SUFFIX);
-                    rename_one(&renamed, &name, &other_index_name(&name))
+                    indexes_later.push(rename_one(&renamed, &name, &other_index_name(&name)));
                 } else {
-                    rename_identifiers(&sql, &[table], Tables::SHADOW_SUFFIX)
-                };
-                sqlx::query(&sql).execute(&mut *c).await?;
+                    let sql = rename_identifiers(&sql, &[table], Tables::SHADOW_SUFFIX);
+                    sqlx::query(&sql).execute(&mut *c).await?;
+                }
             }
         }
         Backend::Postgres(c) => {
@@ -255,11 +300,25 @@ async fn create_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx::Erro
             .fetch_all(&mut *c)
             .await?;
             for (name, definition) in indexes {
-                let renamed =
-                    rename_identifiers(&definition, &[table, &name], Tables::SHADOW_SUFFIX);
-                sqlx::query(&renamed).execute(&mut *c).await?;
+                indexes_later.push(rename_identifiers(
+                    &definition,
+                    &[table, &name],
+                    Tables::SHADOW_SUFFIX,
+                ));
             }
         }
+    }
+    Ok(indexes_later)
+}
+
+/// Runs each statement in a write transaction of its own (on SQLite, appends wait for
+/// each index as it is built).
+async fn build_indexes(db: &Db, statements: &[String]) -> Result<(), sqlx::Error> {
+    let mut pooled = db.acquire().await?;
+    for statement in statements {
+        let mut tx = pooled.as_conn().begin_write().await?;
+        tx.as_conn().execute_plain(statement).await?;
+        tx.commit().await?;
     }
     Ok(())
 }
@@ -300,8 +359,10 @@ async fn replace_with_shadow(mut conn: Conn<'_>, table: &str) -> Result<(), sqlx
 
 // ----- One rebuild at a time ----------------------------------------------------------
 
-/// The advisory lock's key on PostgreSQL: "quoteline rebuild" as a number.
-const ADVISORY_KEY: i64 = 0x7175_6f74_6572_6231;
+/// The advisory lock's first key on PostgreSQL ("qlrb"); the second is the schema's
+/// name hashed, so that installations in separate schemas of one database (and tests)
+/// do not hold each other up. Advisory locks are per database already.
+const ADVISORY_CLASS: i32 = 0x716c_7262;
 /// A SQLite lock row whose holder has not beaten for this long is abandoned.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -331,10 +392,12 @@ impl RebuildLock {
                 let Backend::Postgres(c) = &mut pooled else {
                     unreachable!("a PostgreSQL pool gives PostgreSQL connections")
                 };
-                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(ADVISORY_KEY)
-                    .fetch_one(&mut **c)
-                    .await?;
+                let taken: bool = sqlx::query_scalar(
+                    "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+                )
+                .bind(ADVISORY_CLASS)
+                .fetch_one(&mut **c)
+                .await?;
                 if !taken {
                     return Err(RebuildError::Busy {
                         holder: "another process holds the rebuild lock".into(),
@@ -395,11 +458,13 @@ impl RebuildLock {
         match self.held {
             Held::Postgres(mut pooled) => {
                 let unlocked = match &mut pooled {
-                    Backend::Postgres(c) => sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(ADVISORY_KEY)
-                        .execute(&mut **c)
-                        .await
-                        .is_ok(),
+                    Backend::Postgres(c) => {
+                        sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
+                            .bind(ADVISORY_CLASS)
+                            .execute(&mut **c)
+                            .await
+                            .is_ok()
+                    }
                     Backend::Sqlite(_) => false,
                 };
                 if !unlocked {

@@ -124,16 +124,27 @@ pub async fn catch_up(
     db: &Db,
     projector: &dyn Projector,
     page: i64,
+    progress: impl FnMut(u64),
+) -> Result<u64, CatchUpError> {
+    let mut pooled = db.acquire().await?;
+    catch_up_on(pooled.as_conn(), projector, page, progress).await
+}
+
+/// [`catch_up`] on a connection the caller holds (one it gave settings of its own,
+/// such as a larger page cache for a rebuild).
+pub async fn catch_up_on(
+    mut conn: Conn<'_>,
+    projector: &dyn Projector,
+    page: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, CatchUpError> {
-    let Some(end) = last_position(db).await? else {
+    let Some(end) = last_position_in(conn.reborrow()).await? else {
         return Ok(0);
     };
     let mut applied = 0;
     let mut pause = std::time::Duration::from_millis(1);
     loop {
-        let mut pooled = db.acquire().await?;
-        let mut tx = pooled.as_conn().begin_write().await?;
+        let mut tx = conn.reborrow().begin_write().await?;
         let from = common_checkpoint(tx.as_conn(), projector).await?;
         if from >= end {
             tx.commit().await?;
@@ -164,9 +175,14 @@ const SELECT_LAST_POSITION: Sql = Sql {
 /// The position of the last event committed, in the gap-safe read's order; `None`
 /// when the log is empty.
 pub async fn last_position(db: &Db) -> Result<Option<GlobalPosition>, sqlx::Error> {
-    let query = SELECT_LAST_POSITION.on(db);
-    let row: Option<(i64, i64)> = on_backend!(db, pool => {
-        sqlx::query_as(query).fetch_optional(pool).await?
+    let mut pooled = db.acquire().await?;
+    last_position_in(pooled.as_conn()).await
+}
+
+async fn last_position_in(conn: Conn<'_>) -> Result<Option<GlobalPosition>, sqlx::Error> {
+    let query = SELECT_LAST_POSITION.on(&conn);
+    let row: Option<(i64, i64)> = on_backend!(conn, c => {
+        sqlx::query_as(query).fetch_optional(&mut *c).await?
     });
     Ok(row.map(|(commit, position)| GlobalPosition { commit, position }))
 }
