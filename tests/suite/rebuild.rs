@@ -176,6 +176,19 @@ async fn a_rebuild_of_a_generated_history_equals_the_live_tables(test_db: &TestD
     projector.catch_up(&app.db).await.unwrap();
     assert_eq!(after, tables(&app.db).await, "as a replay of the whole log");
 
+    // Two at once: one runs, the other is refused.
+    let (first, second) = tokio::join!(
+        rebuild(&app.db, Some("quote_summary"), |_, _| {}),
+        rebuild(&app.db, Some("quote_summary"), |_, _| {}),
+    );
+    let busy = [&first, &second]
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(RebuildError::Busy { .. })))
+        .count();
+    assert_eq!(busy, 1, "{first:?} {second:?}");
+    assert!(first.is_ok() || second.is_ok());
+    assert_eq!(tables(&app.db).await, after);
+
     // One at a time, across processes: the lock is refused while held, by the
     // library and by the command.
     let lock = RebuildLock::take(&app.db).await.unwrap();
