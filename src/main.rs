@@ -471,7 +471,7 @@ async fn generate(state: &AppState, size: Size, seed: u64, quiet: bool) -> anyho
         seed,
         now: chrono::Utc::now(),
     };
-    let generated = demo::generate(&state.store, options, &progress).await?;
+    let generated = demo::generate_in_bulk(&state.db, options, &progress).await?;
     progress.finish_and_clear();
     println!(
         "Generated {} quotes with seed {seed}: {} events in {} appends in {:.1} s \

@@ -19,6 +19,7 @@ use crate::support::{TestDb, run_command};
 storage_tests!(
     generated_quotes_fold_to_valid_quotes_in_every_status,
     the_projections_agree_with_the_generated_quotes,
+    the_projections_agree_with_quotes_generated_in_bulk,
     the_same_seed_gives_the_same_quotes_and_statuses,
     the_demo_command_generates_without_serving,
 );
@@ -155,6 +156,31 @@ async fn generated_quotes_fold_to_valid_quotes_in_every_status(test_db: &TestDb)
 async fn the_projections_agree_with_the_generated_quotes(test_db: &TestDb) {
     let options = options(12, QUOTES);
     let (state, generated) = generate(test_db, options).await;
+    projections_agree(&state, &generated, options).await;
+}
+
+/// Appends with no inline projection, then the projections caught up from the log:
+/// the same rows as inline, and every checkpoint at the end.
+async fn the_projections_agree_with_quotes_generated_in_bulk(test_db: &TestDb) {
+    let options = options(13, QUOTES);
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
+    let generated = demo::generate_in_bulk(&state.db, options, &ProgressBar::hidden())
+        .await
+        .expect("generate");
+    projections_agree(&state, &generated, options).await;
+    let end = quoteline::eventstore::checkpoints::last_position(&state.db)
+        .await
+        .unwrap();
+    let mut pooled = state.db.acquire().await.unwrap();
+    for name in ["quote_summary", "approval_queue", "audit_timeline"] {
+        let at = quoteline::eventstore::checkpoints::checkpoint(pooled.as_conn(), name)
+            .await
+            .unwrap();
+        assert_eq!(at, end, "{name}");
+    }
+}
+
+async fn projections_agree(state: &AppState, generated: &Generated, options: Generate) {
     let plans = planned(options);
     let db = &state.db;
 
