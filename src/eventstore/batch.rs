@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::append::{AppendError, AppendRequest, chain, find_earlier_append, idempotent_event_id};
@@ -19,6 +18,7 @@ use super::checkpoints::project;
 use super::hash::GENESIS;
 use super::model::{Appended, GlobalPosition, RecordedEvent};
 use super::projector::Projector;
+use super::sql::push_event_values;
 use crate::db::{Backend, Conn};
 use crate::on_backend;
 
@@ -192,17 +192,7 @@ async fn insert_events(
                  payload, actor, recorded_at, request_id, prev_hash, hash) ",
             );
             query.push_values(rows, |mut row, e| {
-                row.push_bind(e.stream_id)
-                    .push_bind(e.version)
-                    .push_bind(e.event_id)
-                    .push_bind(&e.event_type)
-                    .push_bind(e.schema_version)
-                    .push_bind(Json(&e.payload))
-                    .push_bind(&e.actor)
-                    .push_bind(e.recorded_at)
-                    .push_bind(&e.request_id)
-                    .push_bind(&e.prev_hash)
-                    .push_bind(&e.hash);
+                push_event_values!(row, e);
             });
             query.push(returning);
             query.build_query_as().fetch_all(&mut *c).await?

@@ -4,9 +4,9 @@
 
 use super::batch::upsert_heads;
 use super::model::RecordedEvent;
+use super::sql::push_event_values;
 use crate::db::{Backend, Conn};
 use crate::on_backend;
-use sqlx::types::Json;
 
 /// Rows per INSERT: 12 parameters each stays far below both backends' limits.
 const ROWS_PER_INSERT: usize = 1_000;
@@ -27,18 +27,8 @@ pub async fn copy_in(mut conn: Conn<'_>, events: &[RecordedEvent]) -> Result<(),
                  schema_version, payload, actor, recorded_at, request_id, prev_hash, hash){overriding} "
             ));
             insert.push_values(rows, |mut row, e| {
-                row.push_bind(e.global.position)
-                    .push_bind(e.stream_id)
-                    .push_bind(e.version)
-                    .push_bind(e.event_id)
-                    .push_bind(&e.event_type)
-                    .push_bind(e.schema_version)
-                    .push_bind(Json(&e.payload))
-                    .push_bind(&e.actor)
-                    .push_bind(e.recorded_at)
-                    .push_bind(&e.request_id)
-                    .push_bind(&e.prev_hash)
-                    .push_bind(&e.hash);
+                row.push_bind(e.global.position);
+                push_event_values!(row, e);
             });
             insert.build().execute(&mut *c).await?;
         });

@@ -15,6 +15,26 @@ macro_rules! event_columns {
     };
 }
 
+/// Binds an event's columns after `position`, in [`event_columns!`]'s order, to a row
+/// of a multi-row `INSERT INTO events (…) VALUES`: the one list the batch append and
+/// the copy share.
+macro_rules! push_event_values {
+    ($row:expr, $e:expr) => {
+        $row.push_bind($e.stream_id)
+            .push_bind($e.version)
+            .push_bind($e.event_id)
+            .push_bind(&$e.event_type)
+            .push_bind($e.schema_version)
+            .push_bind(::sqlx::types::Json(&$e.payload))
+            .push_bind(&$e.actor)
+            .push_bind($e.recorded_at)
+            .push_bind(&$e.request_id)
+            .push_bind(&$e.prev_hash)
+            .push_bind(&$e.hash)
+    };
+}
+pub(super) use push_event_values;
+
 /// The transaction id as a number, for readers' commit order (see `GlobalPosition`).
 macro_rules! pg_commit {
     () => {

@@ -11,7 +11,7 @@ use quoteline::replay::{ReplayError, Selection, Until, replay};
 use uuid::Uuid;
 
 use crate::projections::{random_history, tables};
-use crate::support::{TestApp, TestDb, fresh_fold, html_page, run_command};
+use crate::support::{TestApp, TestDb, fresh_fold, html_page, run_command_ok, run_command_refused};
 
 storage_tests!(
     a_replay_copies_the_history_as_recorded_and_builds_the_same_tables,
@@ -75,13 +75,7 @@ async fn a_replay_copies_the_history_as_recorded_and_builds_the_same_tables(test
 
     // The command, into a database it creates.
     let another = test_db.another("replay_command").await;
-    let output = run_command(test_db, &["replay", "--into", &another.url(), "--quiet"]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_command_ok(test_db, &["replay", "--into", &another.url(), "--quiet"]).await;
     assert!(
         stdout.starts_with(&format!("Replayed {} events of 25 quotes", original.len())),
         "{stdout}"
@@ -194,9 +188,8 @@ async fn a_replay_into_a_database_that_holds_events_is_refused(test_db: &TestDb)
     );
     assert_eq!(tables(&target.db).await, before, "nothing written");
 
-    let output = run_command(test_db, &["replay", "--into", &target.url(), "--quiet"]).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr =
+        run_command_refused(test_db, &["replay", "--into", &target.url(), "--quiet"]).await;
     assert!(stderr.contains("replay into an empty one"), "{stderr}");
     target.cleanup().await;
 }

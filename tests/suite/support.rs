@@ -458,6 +458,31 @@ pub async fn run_command(test_db: &TestDb, args: &[&str]) -> std::process::Outpu
         .unwrap()
 }
 
+/// `quoteline ARGS…` that must succeed: its standard output (both outputs shown if
+/// it fails).
+pub async fn run_command_ok(test_db: &TestDb, args: &[&str]) -> String {
+    let output = run_command(test_db, args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "quoteline {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `quoteline ARGS…` that must refuse (exit status 1): its standard error.
+pub async fn run_command_refused(test_db: &TestDb, args: &[&str]) -> String {
+    let output = run_command(test_db, args).await;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "quoteline {args:?}: {stderr}"
+    );
+    stderr
+}
+
 /// `quoteline verify` against the test's database: its exit status and output.
 pub async fn run_verify_command(test_db: &TestDb) -> (Option<i32>, String) {
     let output = run_command(test_db, &["verify"]).await;
