@@ -8,12 +8,14 @@
 //! assemble it all.
 
 pub mod app;
+pub mod archive;
 pub mod audit;
 pub mod db;
 pub mod demo;
 pub mod eventstore;
 pub mod identity;
 pub mod kernel;
+pub mod lock;
 pub mod quoting;
 pub mod rebuild;
 pub mod replay;

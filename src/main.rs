@@ -94,7 +94,28 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Walk every stream's hash chain; exits non-zero on any mismatch
+    /// Move the events of finished quotes (approved, rejected, withdrawn) whose last
+    /// change is older than DAYS days into compressed segments in the archive; they
+    /// stay readable everywhere. One archive run or rebuild at a time
+    Archive {
+        /// Only quotes whose last change is at least this many days old (0: every
+        /// finished quote)
+        #[arg(long, value_name = "DAYS")]
+        older_than: u32,
+        /// Where segments go: a folder, or an object-store URL such as
+        /// s3://bucket/prefix (credentials from AWS_* variables) or memory:///name
+        #[arg(long, env = "QUOTELINE_ARCHIVE", value_name = "URL|FOLDER",
+              default_value = quoteline::archive::DEFAULT_LOCATION)]
+        to: String,
+        /// Events a segment holds, about (a quote is never split between two)
+        #[arg(long, value_name = "N", default_value_t = quoteline::archive::SEGMENT_EVENTS)]
+        segment_events: u64,
+        /// No progress bar (there is none either when standard output is not a terminal)
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Walk every stream's hash chain, archived ones included, and check every archive
+    /// segment against its manifest; exits non-zero on any mismatch
     Verify,
     /// Manage the people who can sign in
     User {
@@ -297,6 +318,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db.migrate().await.context("migrations failed")?;
             rebuild(&db, projection.as_deref(), quiet).await
         }
+        Command::Archive {
+            older_than,
+            to,
+            segment_events,
+            quiet,
+        } => {
+            db.migrate().await.context("migrations failed")?;
+            let location = quoteline::eventstore::ArchiveLocation::open(&to)?;
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(older_than));
+            archive(&db, &location, cutoff, segment_events, quiet).await
+        }
         Command::User {
             command: UserCommand::Add { name, roles },
         } => {
@@ -310,8 +342,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (report, run) =
                 quoteline::audit::verification::run(&state.store, "quoteline verify").await?;
             println!(
-                "Checked {} streams and {} events.",
-                report.streams_checked, report.events_checked
+                "Checked {} streams, {} events and {} archive segments.",
+                report.streams_checked, report.events_checked, report.segments_checked
             );
             let references: std::collections::HashMap<_, _> = run
                 .mismatches
@@ -393,6 +425,57 @@ async fn rebuild(db: &Db, only: Option<&str>, quiet: bool) -> anyhow::Result<Exi
             refused @ (quoteline::rebuild::RebuildError::Busy { .. }
             | quoteline::rebuild::RebuildError::Unknown { .. }),
         ) => {
+            eprintln!("quoteline: {refused}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `archive --older-than DAYS`, with a progress bar on a terminal.
+async fn archive(
+    db: &Db,
+    location: &quoteline::eventstore::ArchiveLocation,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    segment_events: u64,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let progress = progress_bar(quiet, 0, "events")?;
+    let outcome =
+        quoteline::archive::archive(db, location, cutoff, segment_events, |done, total| {
+            progress.set_length(total.max(done));
+            progress.set_position(done);
+        })
+        .await;
+    progress.finish_and_clear();
+    match outcome {
+        Ok(archived) => {
+            if archived.orphans_removed > 0 {
+                println!(
+                    "Removed {} segments an earlier run wrote but did not record.",
+                    archived.orphans_removed
+                );
+            }
+            let size = |s: quoteline::archive::HotSize| match s.bytes {
+                Some(bytes) => format!("{} rows, {:.1} MB", s.rows, bytes as f64 / 1e6),
+                None => format!("{} rows", s.rows),
+            };
+            println!(
+                "Archived {} events of {} quotes into {} segments ({:.1} MB) at {} in {:.1} s \
+                 ({:.0} events/s). The events table: {} before, {} after.",
+                archived.events,
+                archived.quotes,
+                archived.segments,
+                archived.bytes as f64 / 1e6,
+                location.url(),
+                archived.took.as_secs_f64(),
+                archived.events_per_second(),
+                size(archived.before),
+                size(archived.after),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refused @ quoteline::archive::ArchiveRunError::Busy(_)) => {
             eprintln!("quoteline: {refused}");
             Ok(ExitCode::FAILURE)
         }

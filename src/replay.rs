@@ -17,8 +17,9 @@ use uuid::Uuid;
 use crate::db::Db;
 use crate::eventstore::checkpoints::{last_position, read_all_in};
 use crate::eventstore::copy::{copy_in, follow_positions};
-use crate::eventstore::{CatchUpError, GlobalPosition, RecordedEvent, read_stream_in};
-use crate::on_backend;
+use crate::eventstore::{
+    CatchUpError, GlobalPosition, ReadError, RecordedEvent, event_count, read_stream_in,
+};
 use crate::state::quote_projector;
 
 /// Up to where history is copied.
@@ -70,13 +71,15 @@ pub enum ReplayError {
         "the database to replay into holds {0} events already; replay into an empty one (a \
          new SQLite file, or a new PostgreSQL database)"
     )]
-    NotEmpty(i64),
+    NotEmpty(u64),
     #[error("the database to replay into could not be migrated: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Projections(#[from] CatchUpError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// Events read and written per transaction.
@@ -109,7 +112,7 @@ pub async fn replay(
             progress(copied, copied);
         }
         None => {
-            let total = event_count(source).await? as u64;
+            let total = event_count(source).await?;
             progress(0, total);
             let mut read = 0;
             let mut from = GlobalPosition::START;
@@ -164,10 +167,6 @@ async fn write(target: &Db, events: Vec<RecordedEvent>) -> Result<u64, sqlx::Err
     copy_in(tx.as_conn(), &events).await?;
     tx.commit().await?;
     Ok(events.len() as u64)
-}
-
-async fn event_count(db: &Db) -> Result<i64, sqlx::Error> {
-    on_backend!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await)
 }
 
 /// Which events the selection keeps, as they come in commit order.

@@ -388,12 +388,12 @@ fn source() -> Source {
 const CONTEXTS: [&str; 4] = ["identity", "quoting", "underwriting", "audit"];
 
 /// What each top-level module may import. Everything not listed is refused.
-const ALLOWED: [(&str, &[&str]); 15] = [
+const ALLOWED: [(&str, &[&str]); 17] = [
     ("kernel", &[]),
     ("db", &[]),
     ("server", &[]),
     ("eventstore", &["db"]),
-    ("web", &["kernel", "quoting"]),
+    ("web", &["kernel", "eventstore", "quoting"]),
     ("identity", &["db", "kernel", "web", "state"]),
     (
         "quoting",
@@ -460,7 +460,9 @@ const ALLOWED: [(&str, &[&str]); 15] = [
             "state",
         ],
     ),
-    ("rebuild", &["db", "eventstore", "quoting", "state"]),
+    ("lock", &["db"]),
+    ("rebuild", &["db", "eventstore", "lock", "quoting", "state"]),
+    ("archive", &["db", "eventstore", "lock", "quoting"]),
     ("replay", &["db", "eventstore", "state"]),
     ("crate", &["app", "state"]),
 ];

@@ -12,6 +12,7 @@
 //! checkpoint only ever moves forward, and an inline projection applies its own
 //! transaction's events whatever the checkpoint says.
 
+use super::archive::{self, ReadError};
 use super::model::{GlobalPosition, RecordedEvent};
 use super::projector::{ProjectionError, Projector};
 use super::sql::{self, Sql};
@@ -102,6 +103,9 @@ pub enum CatchUpError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The log (or the archive behind it) could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// One projector's projections stand at different places in the log; each must
     /// catch up on its own.
     #[error("the projections {names:?} are at different checkpoints")]
@@ -172,19 +176,20 @@ const SELECT_LAST_POSITION: Sql = Sql {
                ORDER BY tx_id DESC, position DESC LIMIT 1",
 };
 
-/// The position of the last event committed, in the gap-safe read's order; `None`
-/// when the log is empty.
+/// The position of the last event committed, in the gap-safe read's order, archived
+/// ones included; `None` when the log is empty.
 pub async fn last_position(db: &Db) -> Result<Option<GlobalPosition>, sqlx::Error> {
     let mut pooled = db.acquire().await?;
     last_position_in(pooled.as_conn()).await
 }
 
-async fn last_position_in(conn: Conn<'_>) -> Result<Option<GlobalPosition>, sqlx::Error> {
+async fn last_position_in(mut conn: Conn<'_>) -> Result<Option<GlobalPosition>, sqlx::Error> {
     let query = SELECT_LAST_POSITION.on(&conn);
-    let row: Option<(i64, i64)> = on_backend!(conn, c => {
+    let row: Option<(i64, i64)> = on_backend!(conn.reborrow(), c => {
         sqlx::query_as(query).fetch_optional(&mut *c).await?
     });
-    Ok(row.map(|(commit, position)| GlobalPosition { commit, position }))
+    let hot = row.map(|(commit, position)| GlobalPosition { commit, position });
+    Ok(hot.max(archive::last_position(conn).await?))
 }
 
 /// Applies those of `events` (in commit order) that come after the projector's
@@ -229,8 +234,8 @@ pub async fn read_all_in(
     conn: Conn<'_>,
     after: GlobalPosition,
     limit: i64,
-) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    read_all_with(conn, sql::SELECT_ALL, after, limit).await
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    read_all_with(conn, false, after, limit).await
 }
 
 /// [`read_all_in`] for a transaction that has shut appends out (on PostgreSQL an
@@ -240,18 +245,26 @@ pub async fn read_all_quiesced(
     conn: Conn<'_>,
     after: GlobalPosition,
     limit: i64,
-) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    read_all_with(conn, sql::SELECT_ALL_QUIESCED, after, limit).await
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    read_all_with(conn, true, after, limit).await
 }
 
+/// The hot page merged with the archived events after `after` (see
+/// [`archive::merge_after`] for why the reads go in this order).
 async fn read_all_with(
-    conn: Conn<'_>,
-    sql: Sql,
+    mut conn: Conn<'_>,
+    quiesced: bool,
     after: GlobalPosition,
     limit: i64,
-) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let horizon = archive::horizon(conn.reborrow(), quiesced).await?;
+    let sql = if quiesced {
+        sql::SELECT_ALL_QUIESCED
+    } else {
+        sql::SELECT_ALL
+    };
     let query = sql.on(&conn);
-    let rows: Vec<sql::EventRow> = on_backend!(conn, c => {
+    let rows: Vec<sql::EventRow> = on_backend!(conn.reborrow(), c => {
         sqlx::query_as(query)
             .bind(after.commit)
             .bind(after.position)
@@ -259,5 +272,6 @@ async fn read_all_with(
             .fetch_all(&mut *c)
             .await?
     });
-    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    let hot = rows.into_iter().map(RecordedEvent::from).collect();
+    archive::merge_after(conn, hot, after, horizon, limit).await
 }

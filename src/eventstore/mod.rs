@@ -6,6 +6,7 @@
 //! chain and runs the registered [`Projector`]s in the same transaction.
 
 mod append;
+pub mod archive;
 mod batch;
 pub mod checkpoints;
 pub mod copy;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use append::{AppendError, AppendRequest, idempotent_event_id};
+pub use archive::{ArchiveError, ArchiveLocation, ReadError};
 pub use checkpoints::{CatchUpError, catch_up};
 pub use hash::GENESIS;
 pub use model::{
@@ -80,17 +82,15 @@ impl EventStore {
         append::append_in(conn, &self.projectors, request).await
     }
 
-    /// The stream's events with a version above `after_version`, in order.
+    /// The stream's events with a version above `after_version`, in order, archived
+    /// ones included.
     pub async fn read_stream(
         &self,
         stream_id: Uuid,
         after_version: i64,
-    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-        let query = sql::SELECT_STREAM_AFTER.on(&self.db);
-        let rows: Vec<sql::EventRow> = on_backend!(&self.db, pool => {
-            sqlx::query_as(query).bind(stream_id).bind(after_version).fetch_all(pool).await?
-        });
-        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut pooled = self.db.acquire().await?;
+        read_stream_in(pooled.as_conn(), stream_id, after_version).await
     }
 
     /// Up to `limit` events after `after`, in commit order. Never skips an event:
@@ -99,7 +99,7 @@ impl EventStore {
         &self,
         after: GlobalPosition,
         limit: i64,
-    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
         let mut pooled = self.db.acquire().await?;
         checkpoints::read_all_in(pooled.as_conn(), after, limit).await
     }
@@ -117,7 +117,8 @@ impl EventStore {
     pub async fn verify(&self) -> Result<VerifyReport, sqlx::Error> {
         const PAGE: i64 = 2_000;
         let mut report = VerifyReport::default();
-        let mut heads = HeadCursor::new(self, PAGE);
+        let archive = archive::Checked::check(&self.db, &mut report).await?;
+        let mut heads = HeadCursor::new(self, &archive, PAGE);
         let mut stream: Vec<RecordedEvent> = Vec::new();
         let mut after = (Uuid::nil(), 0i64);
         let query = sql::SELECT_BY_STREAM_PAGE.on(&self.db);
@@ -152,17 +153,34 @@ impl EventStore {
 
 /// The stream's events with a version above `after_version`, in order, read inside
 /// the caller's unit of work (a projection catching up within an append's
-/// transaction sees the events written before it in that transaction).
+/// transaction sees the events written before it in that transaction). Archived
+/// events come first; the hot rows are read before the archive's manifest, so an
+/// event moved between the two reads is found (and kept once).
 pub async fn read_stream_in(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     stream_id: Uuid,
     after_version: i64,
-) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+) -> Result<Vec<RecordedEvent>, ReadError> {
     let query = sql::SELECT_STREAM_AFTER.on(&conn);
-    let rows: Vec<sql::EventRow> = on_backend!(conn, c => {
+    let rows: Vec<sql::EventRow> = on_backend!(conn.reborrow(), c => {
         sqlx::query_as(query).bind(stream_id).bind(after_version).fetch_all(&mut *c).await?
     });
-    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    let hot: Vec<RecordedEvent> = rows.into_iter().map(RecordedEvent::from).collect();
+    if hot.first().is_some_and(|e| e.version == after_version + 1) {
+        return Ok(hot);
+    }
+    let mut events = archive::stream_after(conn, stream_id, after_version).await?;
+    let archived_to = events.last().map_or(after_version, |e| e.version);
+    events.extend(hot.into_iter().filter(|e| e.version > archived_to));
+    Ok(events)
+}
+
+/// How many events the log holds, hot and archived.
+pub async fn event_count(db: &Db) -> Result<u64, sqlx::Error> {
+    let hot: i64 = on_backend!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?
+    });
+    Ok((hot + archive::archived_event_count(db).await?) as u64)
 }
 
 impl From<sql::HeadRow> for StreamHead {
@@ -178,6 +196,7 @@ impl From<sql::HeadRow> for StreamHead {
 /// The `streams` table read in stream order beside the events, for `verify`.
 struct HeadCursor<'a> {
     store: &'a EventStore,
+    archive: &'a archive::Checked,
     page: i64,
     buffered: std::collections::VecDeque<StreamHead>,
     after: Uuid,
@@ -185,9 +204,10 @@ struct HeadCursor<'a> {
 }
 
 impl<'a> HeadCursor<'a> {
-    fn new(store: &'a EventStore, page: i64) -> Self {
+    fn new(store: &'a EventStore, archive: &'a archive::Checked, page: i64) -> Self {
         HeadCursor {
             store,
+            archive,
             page,
             buffered: Default::default(),
             after: Uuid::nil(),
@@ -231,30 +251,38 @@ impl<'a> HeadCursor<'a> {
                 head = Some(next);
                 break;
             }
-            record(report, next.stream_id, Some(&next), &[]);
+            self.record(report, next.stream_id, Some(&next), Vec::new())
+                .await;
         }
-        record(report, stream_id, head.as_ref(), &events);
+        self.record(report, stream_id, head.as_ref(), events).await;
         Ok(())
     }
 
     async fn finish(&mut self, report: &mut VerifyReport) -> Result<(), sqlx::Error> {
         while self.peek().await?.is_some() {
             let head = self.buffered.pop_front().expect("peeked");
-            record(report, head.stream_id, Some(&head), &[]);
+            self.record(report, head.stream_id, Some(&head), Vec::new())
+                .await;
         }
         Ok(())
     }
-}
 
-fn record(
-    report: &mut VerifyReport,
-    stream_id: Uuid,
-    head: Option<&StreamHead>,
-    events: &[RecordedEvent],
-) {
-    report.streams_checked += 1;
-    report.events_checked += events.len() as u64;
-    report
-        .mismatches
-        .extend(verify_stream(stream_id, head, events));
+    /// Checks one stream, its archived events first; a stream whose segment cannot be
+    /// read was reported when the segments were checked.
+    async fn record(
+        &self,
+        report: &mut VerifyReport,
+        stream_id: Uuid,
+        head: Option<&StreamHead>,
+        hot: Vec<RecordedEvent>,
+    ) {
+        report.streams_checked += 1;
+        let Some(events) = self.archive.with_archived(stream_id, hot).await else {
+            return;
+        };
+        report.events_checked += events.len() as u64;
+        report
+            .mismatches
+            .extend(verify_stream(stream_id, head, &events));
+    }
 }

@@ -1,6 +1,7 @@
 //! What goes into the store and what comes out of it.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -80,7 +81,9 @@ impl From<i64> for ExpectedVersion {
 /// one writer at a time makes position order the commit order. On PostgreSQL
 /// `commit` is the writing transaction's id: readers order by (commit, position),
 /// which never lets an event that commits late slip behind one already read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct GlobalPosition {
     pub commit: i64,
     pub position: i64,
@@ -94,8 +97,9 @@ impl GlobalPosition {
     };
 }
 
-/// An event as the store holds it.
-#[derive(Debug, Clone, PartialEq)]
+/// An event as the store holds it (and as an archive segment holds it, one JSON
+/// object a line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub global: GlobalPosition,
     pub stream_id: Uuid,

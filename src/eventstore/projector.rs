@@ -39,6 +39,9 @@ pub enum ProjectionError {
     /// connection).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Events the projection needed (archived ones, say) could not be read.
+    #[error(transparent)]
+    Read(#[from] super::ReadError),
 }
 
 pub type Projectors = Arc<[Arc<dyn Projector>]>;

@@ -106,6 +106,9 @@ pub const SELECT_EVENT_BY_ID: Sql = select_events!("FROM events WHERE event_id =
 pub const SELECT_STREAM_FROM: Sql =
     select_events!("FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
 
+/// The events of several streams: the caller binds the ids and closes the list.
+pub const SELECT_STREAMS: Sql = select_events!("FROM events WHERE stream_id IN (");
+
 pub const SELECT_STREAM_AFTER: Sql =
     select_events!("FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version");
 

@@ -30,6 +30,11 @@ pub enum Problem {
     },
     /// Events exist for a stream the `streams` table does not know.
     NoHead,
+    /// The stream's archived events are in a segment that cannot be read (missing,
+    /// altered, or its store unreachable); `reason` names the segment.
+    ArchiveUnreadable { reason: String },
+    /// The segment's last event of the stream is not the one its manifest records.
+    ArchiveManifest { segment: Uuid },
 }
 
 impl fmt::Display for Problem {
@@ -52,6 +57,13 @@ impl fmt::Display for Problem {
                 "the stream's head says version {head_version} but its last event is version {last_version}"
             ),
             Problem::NoHead => write!(f, "the stream has events but no head in the streams table"),
+            Problem::ArchiveUnreadable { reason } => {
+                write!(f, "the stream's archived events cannot be read: {reason}")
+            }
+            Problem::ArchiveManifest { segment } => write!(
+                f,
+                "archive segment {segment} does not end the stream with the hash its manifest records"
+            ),
         }
     }
 }
@@ -59,6 +71,8 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     pub streams_checked: u64,
+    /// Archive segments fetched and checked against their manifest.
+    pub segments_checked: u64,
     pub events_checked: u64,
     pub mismatches: Vec<Mismatch>,
 }

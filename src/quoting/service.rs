@@ -49,8 +49,8 @@ use uuid::Uuid;
 use super::domain::{Action, Command, DomainError, PersonName, Quote, QuoteEvent, decide, evolve};
 use crate::db::Unique;
 use crate::eventstore::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, SnapshotPolicy,
-    Snapshots, Snapshotter,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, ReadError,
+    SnapshotPolicy, Snapshots, Snapshotter,
 };
 use crate::kernel::{Actor, Envelope};
 
@@ -68,6 +68,9 @@ pub enum CommandError {
     /// The store failed (or refused for a reason no rule of the quote explains).
     #[error(transparent)]
     Store(#[from] AppendError),
+    /// The quote's history (archived, say) could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 impl From<sqlx::Error> for CommandError {

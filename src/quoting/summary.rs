@@ -283,3 +283,23 @@ pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM quote_summary").fetch_one(pool).await
     })
 }
+
+/// Finished quotes (approved, rejected, withdrawn) whose last change is older than
+/// `before`, in id order, each with its version: what `quoteline archive` may move.
+pub async fn finished_before(
+    db: &Db,
+    before: DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    on_backend!(db, pool => {
+        sqlx::query_as(
+            "SELECT quote_id, version FROM quote_summary \
+             WHERE status IN ($2, $3, $4) AND updated_at < $1 ORDER BY quote_id",
+        )
+        .bind(before)
+        .bind(Status::Approved.as_str())
+        .bind(Status::Rejected.as_str())
+        .bind(Status::Withdrawn.as_str())
+        .fetch_all(pool)
+        .await
+    })
+}

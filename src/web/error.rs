@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::Layout;
+use crate::eventstore::ReadError;
 use crate::quoting::CommandError;
 use crate::quoting::domain::DomainError;
 
@@ -115,6 +116,31 @@ impl From<CommandError> for AppError {
             ),
             CommandError::Corrupt(e) => AppError::Internal(e.into()),
             CommandError::Store(e) => AppError::Internal(e.into()),
+            CommandError::Read(e) => e.into(),
+        }
+    }
+}
+
+/// A history that could not be read. An archive segment that is missing, altered or
+/// out of reach is not a fault of this request: a page that says which, with a 503
+/// (it may come back, and `quoteline verify` reports it).
+impl From<ReadError> for AppError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Database(e) => AppError::Internal(e.into()),
+            ReadError::Archive(e) => {
+                tracing::error!(error = %e, "archived history could not be read");
+                AppError::refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "This quote's archived history cannot be read",
+                    format!(
+                        "The quote's earlier events are kept in the archive, and they cannot \
+                         be read just now ({}). Nothing was changed. Tell the administrator; \
+                         `quoteline verify` reports every segment that is affected.",
+                        e.summary()
+                    ),
+                )
+            }
         }
     }
 }

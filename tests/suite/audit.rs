@@ -731,7 +731,7 @@ async fn tampering_is_reported_by_the_library_the_page_and_the_command(test_db: 
     let (code, output) = run_verify_command(test_db).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(
-        output.contains("Checked 5 streams and 30 events."),
+        output.contains("Checked 5 streams, 30 events and 0 archive segments."),
         "{output}"
     );
     assert!(output.contains("Every hash chain is intact."), "{output}");

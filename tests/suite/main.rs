@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod agent_pages;
 mod approval_queue;
+mod archive;
 mod audit;
 mod catch_up;
 mod crash;

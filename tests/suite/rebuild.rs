@@ -6,7 +6,8 @@ use chrono::Utc;
 use quoteline::AppState;
 use quoteline::eventstore::checkpoints::last_position;
 use quoteline::eventstore::{GlobalPosition, Projector};
-use quoteline::rebuild::{RebuildError, RebuildLock, rebuild};
+use quoteline::lock::MaintenanceLock;
+use quoteline::rebuild::{RebuildError, rebuild};
 use quoteline::state::quote_projector;
 
 use crate::projections::{random_history, tables};
@@ -186,14 +187,17 @@ async fn a_rebuild_of_a_generated_history_equals_the_live_tables(test_db: &TestD
 
     // One at a time, across processes: the lock is refused while held, by the
     // library and by the command.
-    let lock = RebuildLock::take(&app.db).await.unwrap();
+    let lock = MaintenanceLock::take(&app.db, "rebuild").await.unwrap();
     let second = rebuild(&app.db, None, |_, _| {}).await;
     assert!(
         matches!(second, Err(RebuildError::Busy { .. })),
         "{second:?}"
     );
     let stderr = run_command_refused(test_db, &["rebuild", "--quiet"]).await;
-    assert!(stderr.contains("another rebuild is running"), "{stderr}");
+    assert!(
+        stderr.contains("another rebuild or archive run"),
+        "{stderr}"
+    );
     lock.release().await;
 
     let stdout = run_command_ok(test_db, &["rebuild", "--projection", "audit_timeline"]).await;
