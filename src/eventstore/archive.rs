@@ -764,3 +764,83 @@ pub async fn archived_event_count(db: &Db) -> Result<i64, sqlx::Error> {
             .await?
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(stream_id: Uuid, version: i64, position: i64) -> RecordedEvent {
+        RecordedEvent {
+            global: GlobalPosition {
+                commit: position,
+                position,
+            },
+            stream_id,
+            version,
+            event_id: Uuid::now_v7(),
+            event_type: "ContactDetailsProvided".into(),
+            schema_version: 1,
+            payload: json!({"email": "a@example.com", "n": version, "nested": {"b": 1, "a": [1, 2]}}),
+            actor: "asha".into(),
+            recorded_at: Utc::now(),
+            request_id: (version % 2 == 0).then(|| format!("req-{version}")),
+            prev_hash: format!("prev-{version}"),
+            hash: format!("hash-{version}"),
+        }
+    }
+
+    #[test]
+    fn a_segment_decodes_to_the_events_it_was_encoded_from() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let events = vec![
+            event(a, 1, 3),
+            event(b, 1, 4),
+            event(a, 2, 7),
+            event(b, 2, 9),
+        ];
+        let bytes = encode(&events).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), events);
+        assert!(decode(&bytes[..bytes.len() / 2]).is_err(), "a cut segment");
+
+        let segment = Segment::new(events.clone());
+        assert_eq!(
+            segment.stream(a, 0),
+            vec![events[0].clone(), events[2].clone()]
+        );
+        assert_eq!(segment.stream(a, 1), vec![events[2].clone()]);
+        assert!(segment.stream(Uuid::now_v7(), 0).is_empty());
+        let after = GlobalPosition {
+            commit: 4,
+            position: 4,
+        };
+        assert_eq!(segment.after(after), &events[2..]);
+    }
+
+    #[test]
+    fn locations_are_known_by_url() {
+        // S3 (credentials are looked up on first use, so this reaches no network).
+        let s3 = ArchiveLocation::open("s3://insurer-archive/quoteline").unwrap();
+        assert_eq!(s3.url(), "s3://insurer-archive/quoteline");
+        assert_eq!(
+            s3.object("segments/x.jsonl.zst").as_ref(),
+            "quoteline/segments/x.jsonl.zst"
+        );
+        // A folder becomes a file URL, created when missing.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("archive");
+        let local = ArchiveLocation::open(folder.to_str().unwrap()).unwrap();
+        assert!(folder.is_dir());
+        let canonical = std::fs::canonicalize(&folder).unwrap();
+        assert_eq!(local.url(), format!("file://{}", canonical.display()));
+        // The same in-memory store each time it is opened.
+        let memory = ArchiveLocation::open("memory:///unit").unwrap();
+        let again = ArchiveLocation::open("memory:///unit/").unwrap();
+        assert!(Arc::ptr_eq(&memory.store, &again.store));
+        assert!(matches!(
+            ArchiveLocation::open("nosuch://x"),
+            Err(ArchiveError::Location { .. })
+        ));
+    }
+}
