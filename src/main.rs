@@ -303,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quote,
             quiet,
         } => {
+            quoteline::eventstore::archive::set_cache_size(WHOLE_LOG_SEGMENT_CACHE);
             let target = Db::connect(&into)
                 .await
                 .with_context(|| format!("cannot open the database to replay into at {into}"))?;
@@ -316,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rebuild { projection, quiet } => {
             db.migrate().await.context("migrations failed")?;
+            quoteline::eventstore::archive::set_cache_size(WHOLE_LOG_SEGMENT_CACHE);
             rebuild(&db, projection.as_deref(), quiet).await
         }
         Command::Archive {
@@ -400,6 +402,10 @@ fn read_password() -> std::io::Result<String> {
     let password = line.strip_suffix('\n').unwrap_or(&line);
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
+
+/// The archive segments a command that reads the whole log keeps in memory: every
+/// segment its cursor is inside, or it fetches them again page after page.
+const WHOLE_LOG_SEGMENT_CACHE: u64 = 1 << 30;
 
 /// `rebuild [--projection NAME]`, with a progress bar on a terminal.
 async fn rebuild(db: &Db, only: Option<&str>, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -57,7 +57,7 @@ pub enum RebuildError {
 }
 
 /// Events per transaction while the shadow tables fill.
-const PAGE: i64 = 10_000;
+const PAGE: i64 = 100_000;
 
 /// Rebuilds every projection, or only the one named `only`. `progress` hears the
 /// events replayed so far and the number of events in the store when it started.

@@ -41,8 +41,6 @@ const SEGMENTS: &str = "segments";
 const SUFFIX: &str = ".jsonl.zst";
 /// zstd's default level: most of the ratio at a small part of the higher levels' cost.
 const LEVEL: i32 = 3;
-/// Decoded events kept in memory across all segments.
-const CACHED_EVENTS: u64 = 500_000;
 
 /// Why archived history could not be read or written. Every variant names the
 /// segment or location, for the page and the log.
@@ -158,48 +156,135 @@ pub struct SegmentRow {
     pub sha256: String,
 }
 
-/// A segment's events, decoded: in commit order, with each stream's found by id.
+/// A fetched segment as the readers keep it: its text (the decompressed lines) with
+/// an index of where each event is, in commit order, and each stream's lines in
+/// version order. An event is decoded when it is taken, so a cached segment costs
+/// about its text, not the several times more its decoded events would.
 pub struct Segment {
-    events: Vec<RecordedEvent>,
-    streams: HashMap<Uuid, Vec<usize>>,
+    segment_id: Uuid,
+    location: String,
+    text: Vec<u8>,
+    lines: Vec<Line>,
+    streams: HashMap<Uuid, Vec<u32>>,
+}
+
+/// Where one event's line is, and what orders it.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    start: usize,
+    end: usize,
+    global: GlobalPosition,
+    version: i64,
+}
+
+/// The fields of a line the index needs; serde skips the rest.
+#[derive(serde::Deserialize)]
+struct Key {
+    global: GlobalPosition,
+    stream_id: Uuid,
+    version: i64,
 }
 
 impl Segment {
-    fn new(mut events: Vec<RecordedEvent>) -> Segment {
-        events.sort_by_key(|e| e.global);
-        let mut streams: HashMap<Uuid, Vec<usize>> = HashMap::new();
-        for (index, event) in events.iter().enumerate() {
-            streams.entry(event.stream_id).or_default().push(index);
+    /// Indexes the segment's text; it must hold as many events as its manifest says.
+    fn index(row: &SegmentRow, text: Vec<u8>) -> Result<Segment, ArchiveError> {
+        let mut lines = Vec::with_capacity(usize::try_from(row.events).unwrap_or(0));
+        let mut streams: HashMap<Uuid, Vec<u32>> = HashMap::new();
+        let mut start = 0;
+        let mut keys = Vec::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let end = start + line.len();
+            if line.len() > 1 {
+                let key: Key = serde_json::from_slice(line)
+                    .map_err(|e| altered(row, format!("a line does not read ({e})")))?;
+                lines.push(Line {
+                    start,
+                    end,
+                    global: key.global,
+                    version: key.version,
+                });
+                keys.push(key.stream_id);
+            }
+            start = end;
+        }
+        if lines.len() as i64 != row.events {
+            return Err(altered(
+                row,
+                format!(
+                    "it holds {} events, the manifest records {}",
+                    lines.len(),
+                    row.events
+                ),
+            ));
+        }
+        let mut order: Vec<usize> = (0..lines.len()).collect();
+        order.sort_by_key(|&i| lines[i].global);
+        let lines: Vec<Line> = order.iter().map(|&i| lines[i]).collect();
+        for (at, &i) in order.iter().enumerate() {
+            streams.entry(keys[i]).or_default().push(at as u32);
         }
         for indexes in streams.values_mut() {
-            indexes.sort_by_key(|&i| events[i].version);
+            indexes.sort_by_key(|&i| lines[i as usize].version);
         }
-        Segment { events, streams }
+        Ok(Segment {
+            segment_id: row.segment_id,
+            location: row.location.clone(),
+            text,
+            lines,
+            streams,
+        })
+    }
+
+    fn event(&self, line: &Line) -> Result<RecordedEvent, ArchiveError> {
+        serde_json::from_slice(&self.text[line.start..line.end]).map_err(|e| {
+            ArchiveError::Altered {
+                segment: self.segment_id,
+                location: self.location.clone(),
+                reason: format!("a line does not read ({e})"),
+            }
+        })
     }
 
     /// All its events, in commit order.
-    pub fn events(&self) -> &[RecordedEvent] {
-        &self.events
+    pub fn events(&self) -> Result<Vec<RecordedEvent>, ArchiveError> {
+        self.lines.iter().map(|line| self.event(line)).collect()
     }
 
     /// The stream's events in it with a version above `after_version`, in order.
-    pub fn stream(&self, stream_id: Uuid, after_version: i64) -> Vec<RecordedEvent> {
-        self.streams
-            .get(&stream_id)
-            .map_or_else(Vec::new, |indexes| {
-                indexes
-                    .iter()
-                    .map(|&i| &self.events[i])
-                    .filter(|e| e.version > after_version)
-                    .cloned()
-                    .collect()
-            })
+    pub fn stream(
+        &self,
+        stream_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, ArchiveError> {
+        let Some(indexes) = self.streams.get(&stream_id) else {
+            return Ok(Vec::new());
+        };
+        indexes
+            .iter()
+            .map(|&i| &self.lines[i as usize])
+            .filter(|line| line.version > after_version)
+            .map(|line| self.event(line))
+            .collect()
     }
 
-    /// Its events after `after`, in commit order.
-    fn after(&self, after: GlobalPosition) -> &[RecordedEvent] {
-        let from = self.events.partition_point(|e| e.global <= after);
-        &self.events[from..]
+    /// Its lines after `after`, in commit order.
+    fn after(&self, after: GlobalPosition) -> &[Line] {
+        let from = self.lines.partition_point(|line| line.global <= after);
+        &self.lines[from..]
+    }
+
+    /// What it costs in memory, about: its text and its index.
+    fn weight(&self) -> u32 {
+        let bytes = self.text.len() + self.lines.len() * (std::mem::size_of::<Line>() + 24);
+        u32::try_from(bytes / 1024).unwrap_or(u32::MAX)
+    }
+}
+
+fn altered(row: &SegmentRow, reason: String) -> ArchiveError {
+    ArchiveError::Altered {
+        segment: row.segment_id,
+        location: row.location.clone(),
+        reason,
     }
 }
 
@@ -213,28 +298,14 @@ pub fn encode(events: &[RecordedEvent]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// The events of a segment's bytes.
-pub fn decode(bytes: &[u8]) -> Result<Vec<RecordedEvent>, String> {
-    let text = zstd::decode_all(bytes).map_err(|e| format!("it does not decompress ({e})"))?;
-    text.split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).map_err(|e| format!("a line does not read ({e})")))
-        .collect()
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// Fetches the segment and checks it against its manifest row: present, the same
-/// SHA-256, and as many events as were archived.
-pub async fn fetch_checked(row: &SegmentRow) -> Result<Vec<RecordedEvent>, ArchiveError> {
+/// SHA-256, and (once indexed) as many events as were archived.
+async fn fetch_text(row: &SegmentRow) -> Result<Vec<u8>, ArchiveError> {
     let location = ArchiveLocation::open(&row.location)?;
-    let altered = |reason: String| ArchiveError::Altered {
-        segment: row.segment_id,
-        location: location.url.clone(),
-        reason,
-    };
     let bytes = match location.store.get(&location.object(&row.path)).await {
         Ok(found) => found.bytes().await.map_err(|e| location.unreachable(e))?,
         Err(object_store::Error::NotFound { .. }) => {
@@ -247,34 +318,47 @@ pub async fn fetch_checked(row: &SegmentRow) -> Result<Vec<RecordedEvent>, Archi
     };
     let sha256 = sha256_hex(&bytes);
     if sha256 != row.sha256 {
-        return Err(altered(format!(
-            "its SHA-256 is {sha256}, the manifest records {}",
-            row.sha256
-        )));
+        return Err(altered(
+            row,
+            format!(
+                "its SHA-256 is {sha256}, the manifest records {}",
+                row.sha256
+            ),
+        ));
     }
-    let events = decode(&bytes).map_err(altered)?;
-    if events.len() as i64 != row.events {
-        return Err(altered(format!(
-            "it holds {} events, the manifest records {}",
-            events.len(),
-            row.events
-        )));
-    }
-    Ok(events)
+    zstd::decode_all(&bytes[..]).map_err(|e| altered(row, format!("it does not decompress ({e})")))
 }
 
+/// The segment fetched now (never from the cache) and checked: what `verify` and
+/// the archive run's read-back look at.
+pub async fn fetch_checked(row: &SegmentRow) -> Result<Vec<RecordedEvent>, ArchiveError> {
+    Segment::index(row, fetch_text(row).await?)?.events()
+}
+
+/// The readers' cache of segments, weighed in KiB of text and index.
 static CACHE: LazyLock<moka::future::Cache<Uuid, Arc<Segment>>> = LazyLock::new(|| {
+    let kib = CACHE_KIB.get().copied().unwrap_or(DEFAULT_CACHE_KIB);
     moka::future::Cache::builder()
-        .max_capacity(CACHED_EVENTS)
-        .weigher(|_, segment: &Arc<Segment>| segment.events.len().try_into().unwrap_or(u32::MAX))
+        .max_capacity(kib)
+        .weigher(|_, segment: &Arc<Segment>| segment.weight())
         .build()
 });
+static CACHE_KIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+/// What a serving process keeps: a few segments, for the archived quotes people open.
+const DEFAULT_CACHE_KIB: u64 = 64 * 1024;
 
-/// The segment, decoded, from the cache or fetched and checked.
+/// Sets the segment cache's size, before the first segment is read: a process that
+/// reads the whole log (rebuild, replay) wants every segment its cursor is inside
+/// kept, or it fetches them again for each page. Later calls change nothing.
+pub fn set_cache_size(bytes: u64) {
+    let _ = CACHE_KIB.set(bytes / 1024);
+}
+
+/// The segment, from the cache or fetched, checked and indexed.
 pub async fn segment(row: &SegmentRow) -> Result<Arc<Segment>, ArchiveError> {
     CACHE
         .try_get_with(row.segment_id, async {
-            Ok(Arc::new(Segment::new(fetch_checked(row).await?)))
+            Ok(Arc::new(Segment::index(row, fetch_text(row).await?)?))
         })
         .await
         .map_err(|error: Arc<ArchiveError>| (*error).clone())
@@ -308,7 +392,7 @@ pub async fn stream_after(
     });
     let mut events = Vec::new();
     for row in rows {
-        events.extend(segment(&row).await?.stream(stream_id, after_version));
+        events.extend(segment(&row).await?.stream(stream_id, after_version)?);
     }
     Ok(events)
 }
@@ -351,27 +435,42 @@ pub async fn merge_after(
         return Ok(hot);
     }
     let limit = usize::try_from(limit).unwrap_or(0);
-    let below = |e: &RecordedEvent| horizon.is_none_or(|h| e.global.commit < h);
-    // A full hot page ends where the merged page can end at the latest.
-    let bound = (hot.len() >= limit)
-        .then(|| hot.last().map(|e| e.global))
-        .flatten();
-    let mut merged: Vec<RecordedEvent> = hot.into_iter().filter(below).collect();
-    for row in rows {
-        let segment = segment(&row).await?;
-        merged.extend(
-            segment
-                .after(after)
-                .iter()
-                .take_while(|e| bound.is_none_or(|b| e.global <= b))
-                .filter(|e| below(e))
-                .take(limit)
-                .cloned(),
-        );
+    let below = |at: GlobalPosition| horizon.is_none_or(|h| at.commit < h);
+    let mut segments = Vec::with_capacity(rows.len());
+    for row in &rows {
+        segments.push(segment(row).await?);
     }
-    merged.sort_by_key(|e| e.global);
-    merged.dedup_by_key(|e| e.global);
-    merged.truncate(limit);
+    // Each source is in commit order: merge them, taking the least head each time.
+    // Stopping at `limit` keeps a full hot page's promise: an archived event after
+    // its last would come after `limit` events already taken.
+    let mut lines: Vec<&[Line]> = segments.iter().map(|s| s.after(after)).collect();
+    let mut hot = hot.into_iter().filter(|e| below(e.global)).peekable();
+    let mut merged = Vec::with_capacity(limit.min(4_096));
+    while merged.len() < limit {
+        let archived = (0..lines.len())
+            .filter(|&i| lines[i].first().is_some_and(|line| below(line.global)))
+            .min_by_key(|&i| lines[i][0].global);
+        let hot_next = hot.peek().map(|e| e.global);
+        let take_hot = match (hot_next, archived) {
+            (None, None) => break,
+            (Some(at), Some(i)) => at <= lines[i][0].global,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        match archived {
+            Some(i) if !take_hot => {
+                merged.push(segments[i].event(&lines[i][0])?);
+                lines[i] = &lines[i][1..];
+            }
+            _ => {
+                // Read in both (moved between the two reads): kept once.
+                if let Some(i) = archived.filter(|&i| Some(lines[i][0].global) == hot_next) {
+                    lines[i] = &lines[i][1..];
+                }
+                merged.extend(hot.next());
+            }
+        }
+    }
     Ok(merged)
 }
 
@@ -497,7 +596,7 @@ impl Checked {
                 return None;
             }
             let row = self.rows.get(segment_id)?;
-            events.extend(segment(row).await.ok()?.stream(stream_id, 0));
+            events.extend(segment(row).await.ok()?.stream(stream_id, 0).ok()?);
         }
         let archived_to = events.last().map_or(0, |e| e.version);
         events.extend(hot.into_iter().filter(|e| e.version > archived_to));
@@ -563,8 +662,9 @@ pub async fn hot_events(db: &Db, streams: &[Uuid]) -> Result<Vec<RecordedEvent>,
 /// every event must come back as written. Records nothing.
 pub async fn write_segment(
     location: &ArchiveLocation,
-    events: Vec<RecordedEvent>,
+    mut events: Vec<RecordedEvent>,
 ) -> Result<Written, MoveError> {
+    events.sort_by_key(|e| e.global);
     let segment_id = Uuid::now_v7();
     let path = format!("{SEGMENTS}/{segment_id}{SUFFIX}");
     let bytes = encode(&events)?;
@@ -801,21 +901,45 @@ mod tests {
             event(b, 2, 9),
         ];
         let bytes = encode(&events).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), events);
-        assert!(decode(&bytes[..bytes.len() / 2]).is_err(), "a cut segment");
+        let row = SegmentRow {
+            segment_id: Uuid::now_v7(),
+            location: "memory:///unit".into(),
+            path: "segments/unit.jsonl.zst".into(),
+            events: 4,
+            sha256: sha256_hex(&bytes),
+        };
+        assert!(
+            zstd::decode_all(&bytes[..bytes.len() / 2]).is_err(),
+            "a cut segment"
+        );
+        let text = zstd::decode_all(&bytes[..]).unwrap();
+        let short = SegmentRow {
+            events: 5,
+            ..row.clone()
+        };
+        assert!(matches!(
+            Segment::index(&short, text.clone()),
+            Err(ArchiveError::Altered { .. })
+        ));
 
-        let segment = Segment::new(events.clone());
+        let segment = Segment::index(&row, text).unwrap();
+        assert_eq!(segment.events().unwrap(), events);
         assert_eq!(
-            segment.stream(a, 0),
+            segment.stream(a, 0).unwrap(),
             vec![events[0].clone(), events[2].clone()]
         );
-        assert_eq!(segment.stream(a, 1), vec![events[2].clone()]);
-        assert!(segment.stream(Uuid::now_v7(), 0).is_empty());
+        assert_eq!(segment.stream(a, 1).unwrap(), vec![events[2].clone()]);
+        assert!(segment.stream(Uuid::now_v7(), 0).unwrap().is_empty());
         let after = GlobalPosition {
             commit: 4,
             position: 4,
         };
-        assert_eq!(segment.after(after), &events[2..]);
+        let later: Vec<RecordedEvent> = segment
+            .after(after)
+            .iter()
+            .map(|line| segment.event(line).unwrap())
+            .collect();
+        assert_eq!(later, &events[2..]);
     }
 
     #[test]
