@@ -16,6 +16,7 @@ pub mod eventstore;
 pub mod identity;
 pub mod kernel;
 pub mod lock;
+pub mod publisher;
 pub mod quoting;
 pub mod rebuild;
 pub mod replay;

@@ -1,13 +1,16 @@
-//! One maintenance job at a time across all processes: a rebuild or an archive run.
-//! An advisory lock on PostgreSQL (held by a connection of its own, gone with it), a
-//! lock row on SQLite (taken over when its holder has not beaten for a minute).
+//! Jobs that run once across all processes: maintenance (a rebuild or an archive
+//! run) and the NATS publisher. An advisory lock on PostgreSQL (held by a connection
+//! of its own, gone with it), a lease row on SQLite (taken over when its holder has
+//! not beaten for a while).
 
 use std::time::Duration;
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::db::{Backend, Db, PooledConn};
+use sqlx::Connection;
+
+use crate::db::{Backend, Db};
 use crate::on_backend;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,52 +24,102 @@ pub enum LockError {
     Database(#[from] sqlx::Error),
 }
 
-/// The advisory lock's first key on PostgreSQL ("qlrb"); the second is the schema's
-/// name hashed, so that installations in separate schemas of one database (and tests)
-/// do not hold each other up. Advisory locks are per database already.
-const ADVISORY_CLASS: i32 = 0x716c_7262;
-/// A SQLite lock row whose holder has not beaten for this long is abandoned.
-const ABANDONED_AFTER: Duration = Duration::from_secs(60);
-const HEARTBEAT: Duration = Duration::from_secs(10);
+/// What a lock is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// A rebuild or an archive run.
+    Maintenance,
+    /// The one process that publishes events to NATS.
+    Publisher,
+}
+
+impl LockKind {
+    /// The advisory lock's first key on PostgreSQL ("qlrb", "qlpu"); the second is
+    /// the schema's name hashed, so that installations in separate schemas of one
+    /// database (and tests) do not hold each other up.
+    fn advisory_class(self) -> i32 {
+        match self {
+            LockKind::Maintenance => 0x716c_7262,
+            LockKind::Publisher => 0x716c_7075,
+        }
+    }
+
+    /// The lease row's name on SQLite.
+    fn lease(self) -> &'static str {
+        match self {
+            LockKind::Maintenance => "maintenance",
+            LockKind::Publisher => "publisher",
+        }
+    }
+
+    /// How often the SQLite holder beats, and after how long without a beat its
+    /// lease is abandoned: a publisher must hand over within seconds.
+    fn timing(self) -> (Duration, Duration) {
+        match self {
+            LockKind::Maintenance => (Duration::from_secs(10), Duration::from_secs(60)),
+            LockKind::Publisher => (Duration::from_secs(1), Duration::from_secs(5)),
+        }
+    }
+}
 
 /// Held while a rebuild or an archive run goes on.
-pub struct MaintenanceLock {
+pub struct MaintenanceLock;
+
+impl MaintenanceLock {
+    /// Takes the maintenance lock, or says who holds it.
+    pub async fn take(db: &Db, job: &str) -> Result<Lock, LockError> {
+        Lock::take(db, LockKind::Maintenance, job).await
+    }
+}
+
+/// A lock held; given back by [`Lock::release`] or by the process ending.
+pub struct Lock {
+    kind: LockKind,
     held: Held,
 }
 
 enum Held {
-    /// The connection that holds the advisory lock.
-    Postgres(PooledConn),
+    /// The connection that holds the advisory lock, taken out of the pool: dropped
+    /// (the lock dropped unreleased, its task aborted), it closes and the lock goes
+    /// with it, never back to the pool still held.
+    Postgres(sqlx::PgConnection),
     /// This holder's id in the lock row, and the task beating for it.
     Sqlite {
         db: Db,
         holder: String,
-        heartbeat: tokio::task::JoinHandle<()>,
+        heartbeat: Heartbeat,
     },
 }
 
-impl MaintenanceLock {
+/// The task that beats for a lease, stopped when the lock is dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Lock {
     /// Takes the lock, or says who holds it.
-    pub async fn take(db: &Db, job: &str) -> Result<MaintenanceLock, LockError> {
+    pub async fn take(db: &Db, kind: LockKind, job: &str) -> Result<Lock, LockError> {
         match db {
-            Backend::Postgres(_) => {
-                let mut pooled = db.acquire().await?;
-                let Backend::Postgres(c) = &mut pooled else {
-                    unreachable!("a PostgreSQL pool gives PostgreSQL connections")
-                };
+            Backend::Postgres(pool) => {
+                let mut connection = pool.acquire().await?.detach();
                 let taken: bool = sqlx::query_scalar(
                     "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
                 )
-                .bind(ADVISORY_CLASS)
-                .fetch_one(&mut **c)
+                .bind(kind.advisory_class())
+                .fetch_one(&mut connection)
                 .await?;
                 if !taken {
                     return Err(LockError::Busy {
-                        holder: "another process holds the maintenance lock".into(),
+                        holder: format!("another process holds the {} lock", kind.lease()),
                     });
                 }
-                Ok(MaintenanceLock {
-                    held: Held::Postgres(pooled),
+                Ok(Lock {
+                    kind,
+                    held: Held::Postgres(connection),
                 })
             }
             Backend::Sqlite(pool) => {
@@ -78,15 +131,17 @@ impl MaintenanceLock {
                 );
                 let id = format!("{holder} ({})", Uuid::now_v7());
                 let now = Utc::now();
+                let (every, abandoned_after) = kind.timing();
                 let abandoned =
-                    now - chrono::Duration::from_std(ABANDONED_AFTER).unwrap_or_default();
-                // Takes a free lock or an abandoned one; a live holder's row stays.
+                    now - chrono::Duration::from_std(abandoned_after).unwrap_or_default();
+                // Takes a free lease or an abandoned one; a live holder's row stays.
                 let taken = sqlx::query(
-                    "INSERT INTO rebuild_lock (id, holder, beat_at) VALUES (1, $1, $2) \
-                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                    "INSERT INTO leases (name, holder, beat_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
                          beat_at = excluded.beat_at \
-                     WHERE rebuild_lock.beat_at < $3",
+                     WHERE leases.beat_at < $4",
                 )
+                .bind(kind.lease())
                 .bind(&id)
                 .bind(now)
                 .bind(abandoned)
@@ -95,21 +150,40 @@ impl MaintenanceLock {
                 .rows_affected();
                 if taken == 0 {
                     let holder: Option<String> =
-                        sqlx::query_scalar("SELECT holder FROM rebuild_lock WHERE id = 1")
+                        sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1")
+                            .bind(kind.lease())
                             .fetch_optional(pool)
                             .await?;
                     return Err(LockError::Busy {
                         holder: holder.unwrap_or_else(|| "another process".into()),
                     });
                 }
-                let heartbeat = tokio::spawn(beat(pool.clone(), id.clone()));
-                Ok(MaintenanceLock {
+                let heartbeat = tokio::spawn(beat(pool.clone(), kind, id.clone(), every));
+                Ok(Lock {
+                    kind,
                     held: Held::Sqlite {
                         db: db.clone(),
                         holder: id,
-                        heartbeat,
+                        heartbeat: Heartbeat(heartbeat),
                     },
                 })
+            }
+        }
+    }
+
+    /// Whether this process still holds the lock: its connection alive on
+    /// PostgreSQL, its lease row still its own on SQLite.
+    pub async fn is_held(&mut self) -> bool {
+        match &mut self.held {
+            Held::Postgres(connection) => sqlx::query("SELECT 1").execute(connection).await.is_ok(),
+            Held::Sqlite { db, holder, .. } => {
+                let found: Result<Option<String>, sqlx::Error> = on_backend!(&*db, pool => {
+                    sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1")
+                        .bind(self.kind.lease())
+                        .fetch_optional(pool)
+                        .await
+                });
+                found.is_ok_and(|found| found.as_deref() == Some(holder.as_str()))
             }
         }
     }
@@ -118,20 +192,10 @@ impl MaintenanceLock {
     /// connection on PostgreSQL, after a minute without a beat on SQLite.)
     pub async fn release(self) {
         match self.held {
-            Held::Postgres(mut pooled) => {
-                let unlocked = match &mut pooled {
-                    Backend::Postgres(c) => {
-                        sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
-                            .bind(ADVISORY_CLASS)
-                            .execute(&mut **c)
-                            .await
-                            .is_ok()
-                    }
-                    Backend::Sqlite(_) => false,
-                };
-                if !unlocked {
-                    // Closing the session ends the lock.
-                    pooled.discard();
+            Held::Postgres(connection) => {
+                // Closing the session ends the lock.
+                if let Err(error) = connection.close().await {
+                    tracing::warn!(%error, "the lock's connection did not close cleanly; the server ends its session");
                 }
             }
             Held::Sqlite {
@@ -139,32 +203,34 @@ impl MaintenanceLock {
                 holder,
                 heartbeat,
             } => {
-                heartbeat.abort();
+                drop(heartbeat);
                 let deleted = on_backend!(&db, pool => {
-                    sqlx::query("DELETE FROM rebuild_lock WHERE id = 1 AND holder = $1")
+                    sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                        .bind(self.kind.lease())
                         .bind(&holder)
                         .execute(pool)
                         .await
                         .map(drop)
                 });
                 if let Err(error) = deleted {
-                    tracing::warn!(%error, "the rebuild lock row could not be deleted; it is abandoned in a minute");
+                    tracing::warn!(%error, "the lease row could not be deleted; it is abandoned soon");
                 }
             }
         }
     }
 }
 
-async fn beat(pool: sqlx::SqlitePool, holder: String) {
+async fn beat(pool: sqlx::SqlitePool, kind: LockKind, holder: String, every: Duration) {
     loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        let beat = sqlx::query("UPDATE rebuild_lock SET beat_at = $1 WHERE id = 1 AND holder = $2")
+        tokio::time::sleep(every).await;
+        let beat = sqlx::query("UPDATE leases SET beat_at = $1 WHERE name = $2 AND holder = $3")
             .bind(Utc::now())
+            .bind(kind.lease())
             .bind(&holder)
             .execute(&pool)
             .await;
         if let Err(error) = beat {
-            tracing::warn!(%error, "the rebuild lock's heartbeat failed");
+            tracing::warn!(%error, "the lease's heartbeat failed");
         }
     }
 }

@@ -187,9 +187,57 @@ struct Serving {
         value_parser = duration
     )]
     snapshot_older_than: Option<std::time::Duration>,
+    /// Publish every event to NATS JetStream at this server (nats://host:4222); off
+    /// when not set. One process publishes at a time
+    #[arg(long, env = "NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream the events go to (created, or updated to these settings)
+    #[arg(
+        long,
+        env = "QUOTELINE_NATS_STREAM",
+        value_name = "NAME",
+        default_value = "QUOTELINE"
+    )]
+    nats_stream: String,
+    /// Events go to SUBJECT.<quote id>
+    #[arg(
+        long,
+        env = "QUOTELINE_NATS_SUBJECT",
+        value_name = "SUBJECT",
+        default_value = "quoteline.events"
+    )]
+    nats_subject: String,
+    /// The stream keeps messages this long (e.g. 30d as 720h; not set: for ever)
+    #[arg(long, env = "QUOTELINE_NATS_MAX_AGE", value_name = "DURATION", value_parser = duration)]
+    nats_max_age: Option<std::time::Duration>,
+    /// The stream keeps at most this many bytes (not set: no limit)
+    #[arg(long, env = "QUOTELINE_NATS_MAX_BYTES", value_name = "BYTES")]
+    nats_max_bytes: Option<i64>,
+    /// How long JetStream remembers a message id to drop a repeat; longer than a
+    /// publisher takes to restart
+    #[arg(
+        long,
+        env = "QUOTELINE_NATS_DEDUPE_WINDOW",
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = duration
+    )]
+    nats_dedupe_window: std::time::Duration,
 }
 
 impl Serving {
+    /// The NATS publisher's settings, when it is on.
+    fn publisher(&self) -> Option<quoteline::publisher::PublisherSettings> {
+        let url = self.nats_url.as_deref().filter(|url| !url.is_empty())?;
+        let mut settings = quoteline::publisher::PublisherSettings::new(url);
+        settings.stream = self.nats_stream.clone();
+        settings.prefix = self.nats_subject.clone();
+        settings.max_age = self.nats_max_age.unwrap_or_default();
+        settings.max_bytes = self.nats_max_bytes.unwrap_or(-1);
+        settings.duplicate_window = self.nats_dedupe_window;
+        Some(settings)
+    }
+
     /// How the served process keeps state from the log.
     fn settings(&self) -> Settings {
         Settings {
@@ -625,6 +673,13 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         );
     }
     println!("quoteline is serving on http://{address}");
+    if let Some(publisher) = serving.publisher() {
+        println!(
+            "Events are published to NATS at {} (stream {}, subjects {}.<quote id>).",
+            publisher.url, publisher.stream, publisher.prefix
+        );
+        tokio::spawn(quoteline::publisher::run(state.db.clone(), publisher));
+    }
     let state = state.with_session_settings(sessions);
     server::serve(listener, router(state), limits, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -388,7 +388,7 @@ fn source() -> Source {
 const CONTEXTS: [&str; 4] = ["identity", "quoting", "underwriting", "audit"];
 
 /// What each top-level module may import. Everything not listed is refused.
-const ALLOWED: [(&str, &[&str]); 17] = [
+const ALLOWED: [(&str, &[&str]); 18] = [
     ("kernel", &[]),
     ("db", &[]),
     ("server", &[]),
@@ -463,6 +463,7 @@ const ALLOWED: [(&str, &[&str]); 17] = [
     ("lock", &["db"]),
     ("rebuild", &["db", "eventstore", "lock", "quoting", "state"]),
     ("archive", &["db", "eventstore", "lock", "quoting"]),
+    ("publisher", &["db", "eventstore", "lock"]),
     ("replay", &["db", "eventstore", "state"]),
     ("crate", &["app", "state"]),
 ];

@@ -18,6 +18,7 @@ mod demo;
 mod eventstore;
 mod identity;
 mod projections;
+mod publisher;
 mod quote_service;
 mod random_forms;
 mod rebuild;

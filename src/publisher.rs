@@ -1,0 +1,218 @@
+//! Every event out to NATS JetStream, in commit order and once.
+//!
+//! The SQL store stays the source of truth; the publisher is a reader that is always
+//! behind. It reads the events after its checkpoint (the gap-safe read, archived
+//! events included), publishes each to `<prefix>.<quote id>` with the event id as
+//! `Nats-Msg-Id`, awaits JetStream's acknowledgements for the whole page, and only
+//! then moves its checkpoint. Killed between the two, it publishes the page again on
+//! restart, and JetStream's deduplication window drops the repeats, so each event is
+//! stored once, in stream order (one publisher at a time, in commit order).
+//!
+//! One publisher at a time across processes ([`LockKind::Publisher`]); the others
+//! wait for the lock and take over within seconds when its holder dies. NATS being
+//! down stops nothing but the publisher, which retries and catches up.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, Context};
+
+use crate::db::Db;
+use crate::eventstore::checkpoints::{advance, checkpoint, read_all_in};
+use crate::eventstore::{GlobalPosition, ReadError, RecordedEvent};
+use crate::lock::{Lock, LockKind};
+
+/// Where and how events are published.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    /// The NATS server, `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The JetStream stream (created, or updated to these settings).
+    pub stream: String,
+    /// Events go to `<prefix>.<quote id>`.
+    pub prefix: String,
+    /// Messages older than this are dropped by the server (zero: kept).
+    pub max_age: Duration,
+    /// The stream's size limit in bytes (-1: none).
+    pub max_bytes: i64,
+    /// How long JetStream remembers a message id: must outlast a publisher's restart.
+    pub duplicate_window: Duration,
+    /// Events a page: published together, then the checkpoint.
+    pub page: i64,
+}
+
+impl PublisherSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        PublisherSettings {
+            url: url.into(),
+            stream: "QUOTELINE".into(),
+            prefix: "quoteline.events".into(),
+            max_age: Duration::ZERO,
+            max_bytes: -1,
+            duplicate_window: Duration::from_secs(600),
+            page: 1_000,
+        }
+    }
+
+    /// The publisher's row in `projection_checkpoints`.
+    pub fn checkpoint_name(&self) -> String {
+        format!("nats:{}", self.prefix)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn nats(error: impl std::fmt::Display) -> PublishError {
+    PublishError::Nats(error.to_string())
+}
+
+/// Connects to NATS and creates the stream, or updates it to the settings.
+pub async fn connect(settings: &PublisherSettings) -> Result<Context, PublishError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(settings.url.as_str())
+        .await
+        .map_err(nats)?;
+    let context = jetstream::new(client);
+    context
+        .create_or_update_stream(jetstream::stream::Config {
+            name: settings.stream.clone(),
+            subjects: vec![format!("{}.>", settings.prefix)],
+            max_age: settings.max_age,
+            max_bytes: settings.max_bytes,
+            duplicate_window: settings.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)?;
+    Ok(context)
+}
+
+/// The message headers of an event: its id (JetStream's deduplication key), type,
+/// schema version, stream version and global position.
+pub fn headers(event: &RecordedEvent) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+    headers.insert("Quoteline-Event-Type", event.event_type.as_str());
+    headers.insert(
+        "Quoteline-Schema-Version",
+        event.schema_version.to_string().as_str(),
+    );
+    headers.insert(
+        "Quoteline-Stream-Version",
+        event.version.to_string().as_str(),
+    );
+    headers.insert("Quoteline-Position", event.position().to_string().as_str());
+    headers
+}
+
+/// Publishes `events` under `prefix`, all in flight at once, and waits for every
+/// acknowledgement. A repeat (an id JetStream has seen) is acknowledged as one.
+pub async fn publish(
+    context: &Context,
+    prefix: &str,
+    events: &[RecordedEvent],
+) -> Result<(), PublishError> {
+    let mut acks = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = serde_json::to_vec(event).map_err(nats)?;
+        let subject = format!("{prefix}.{}", event.stream_id);
+        acks.push(
+            context
+                .publish_with_headers(subject, headers(event), payload.into())
+                .await
+                .map_err(nats)?,
+        );
+    }
+    for ack in acks {
+        ack.await.map_err(nats)?;
+    }
+    Ok(())
+}
+
+/// One page: the events after the checkpoint published and acknowledged, then the
+/// checkpoint moved past them. Returns how many there were (0: none waiting).
+pub async fn publish_page(
+    db: &Db,
+    context: &Context,
+    settings: &PublisherSettings,
+) -> Result<u64, PublishError> {
+    let name = settings.checkpoint_name();
+    let mut pooled = db.acquire().await?;
+    let from = checkpoint(pooled.as_conn(), &name)
+        .await?
+        .unwrap_or(GlobalPosition::START);
+    let events = read_all_in(pooled.as_conn(), from, settings.page).await?;
+    let Some(last) = events.last() else {
+        return Ok(0);
+    };
+    publish(context, &settings.prefix, &events).await?;
+    advance(pooled.as_conn(), std::slice::from_ref(&name), last.global).await?;
+    Ok(events.len() as u64)
+}
+
+/// How long the publisher waits when nothing is new, and at most between retries.
+const IDLE: Duration = Duration::from_millis(50);
+const MOST_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs the publisher for as long as the process: waits to be the one publisher,
+/// then publishes page after page; on any failure (NATS down, the lock lost) starts
+/// over after a pause.
+pub async fn run(db: Db, settings: PublisherSettings) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match lead(&db, &settings).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                tracing::warn!(%error, "the NATS publisher stopped; it starts again shortly");
+                backoff = (backoff * 2).min(MOST_BACKOFF);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Takes the publisher lock (waiting while another process holds it), connects and
+/// publishes until something fails or the lock is lost.
+async fn lead(db: &Db, settings: &PublisherSettings) -> Result<(), PublishError> {
+    let mut lock = loop {
+        match Lock::take(db, LockKind::Publisher, "publishing").await {
+            Ok(lock) => break lock,
+            Err(crate::lock::LockError::Busy { .. }) => tokio::time::sleep(IDLE * 10).await,
+            Err(crate::lock::LockError::Database(error)) => return Err(error.into()),
+        }
+    };
+    tracing::info!(url = %settings.url, stream = %settings.stream, "this process publishes to NATS");
+    let outcome = publish_while_held(db, settings, &mut lock).await;
+    lock.release().await;
+    outcome
+}
+
+async fn publish_while_held(
+    db: &Db,
+    settings: &PublisherSettings,
+    lock: &mut Lock,
+) -> Result<(), PublishError> {
+    let context = connect(settings).await?;
+    let mut checked = std::time::Instant::now();
+    loop {
+        if checked.elapsed() > Duration::from_secs(1) {
+            if !lock.is_held().await {
+                tracing::warn!("the publisher lock was lost; another process may publish");
+                return Ok(());
+            }
+            checked = std::time::Instant::now();
+        }
+        if publish_page(db, &context, settings).await? == 0 {
+            tokio::time::sleep(IDLE).await;
+        }
+    }
+}
