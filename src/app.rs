@@ -26,7 +26,7 @@ use crate::web::middleware::{
     BODY_LIMIT, REQUEST_ID, REQUEST_TIMEOUT, html_error_pages, security_headers,
 };
 use crate::web::{AppError, QuoteId, assets};
-use crate::{audit, identity, on_backend, quoting, underwriting};
+use crate::{audit, identity, on_backend, quoting, telemetry, underwriting};
 
 pub fn router(state: AppState) -> Router {
     let sessions = state.sessions.clone();
@@ -37,10 +37,14 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .route("/quotes/{id}", get(quote_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(telemetry::page))
         .route("/static/style.css", get(stylesheet))
         .route("/static/favicon.svg", get(favicon))
+        .route_layer(from_fn(telemetry::track))
         .fallback(|| async { AppError::not_found() })
         .with_state(state);
+    // Installed before the first request, so that nothing counted is lost.
+    telemetry::handle();
     middleware(routes, &sessions)
 }
 

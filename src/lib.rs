@@ -22,6 +22,7 @@ pub mod rebuild;
 pub mod replay;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod underwriting;
 pub mod web;
 

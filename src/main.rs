@@ -223,6 +223,15 @@ struct Serving {
         value_parser = duration
     )]
     nats_dedupe_window: std::time::Duration,
+    /// A bearer token that reads /metrics from elsewhere than this machine (loopback
+    /// always may); not set: this machine only
+    #[arg(
+        long,
+        env = "QUOTELINE_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
 }
 
 impl Serving {
@@ -680,7 +689,9 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         );
         tokio::spawn(quoteline::publisher::run(state.db.clone(), publisher));
     }
-    let state = state.with_session_settings(sessions);
+    let state = state
+        .with_session_settings(sessions)
+        .with_metrics_token(serving.metrics_token.clone());
     server::serve(listener, router(state), limits, async {
         let _ = tokio::signal::ctrl_c().await;
     })

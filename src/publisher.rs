@@ -18,7 +18,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context};
 
 use crate::db::Db;
-use crate::eventstore::checkpoints::{advance, checkpoint, read_all_in};
+use crate::eventstore::checkpoints::{advance, checkpoint, last_position, read_all_in};
 use crate::eventstore::{GlobalPosition, ReadError, RecordedEvent};
 use crate::lock::{Lock, LockKind};
 
@@ -151,12 +151,41 @@ pub async fn publish_page(
         .await?
         .unwrap_or(GlobalPosition::START);
     let events = read_all_in(pooled.as_conn(), from, settings.page).await?;
+    let end = last_position(db).await?;
+    record_lag(from, end, events.first());
     let Some(last) = events.last() else {
         return Ok(0);
     };
     publish(context, &settings.prefix, &events).await?;
     advance(pooled.as_conn(), std::slice::from_ref(&name), last.global).await?;
+    metrics::counter!("quoteline_published_total").increment(events.len() as u64);
     Ok(events.len() as u64)
+}
+
+/// The publisher's lag in the metrics: events between its checkpoint and the end of
+/// the log (by position, so about: PostgreSQL's positions can have gaps), and the age
+/// of the oldest event not yet published.
+fn record_lag(from: GlobalPosition, end: Option<GlobalPosition>, next: Option<&RecordedEvent>) {
+    let events = end.map_or(0, |end| (end.position - from.position).max(0));
+    let seconds = next.map_or(0.0, |e| {
+        (chrono::Utc::now() - e.recorded_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1000.0
+    });
+    metrics::gauge!("quoteline_publisher_lag_events").set(events as f64);
+    metrics::gauge!("quoteline_publisher_lag_seconds").set(seconds);
+}
+
+/// The lag while nothing is published (NATS down): read from the database.
+async fn lag_while_stopped(db: &Db, settings: &PublisherSettings) -> Result<(), PublishError> {
+    let mut pooled = db.acquire().await?;
+    let from = checkpoint(pooled.as_conn(), &settings.checkpoint_name())
+        .await?
+        .unwrap_or(GlobalPosition::START);
+    let next = read_all_in(pooled.as_conn(), from, 1).await?;
+    record_lag(from, last_position(db).await?, next.first());
+    Ok(())
 }
 
 /// How long the publisher waits when nothing is new, and at most between retries.
@@ -172,8 +201,12 @@ pub async fn run(db: Db, settings: PublisherSettings) {
         match lead(&db, &settings).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
+                metrics::counter!("quoteline_publish_errors_total").increment(1);
                 tracing::warn!(%error, "the NATS publisher stopped; it starts again shortly");
                 backoff = (backoff * 2).min(MOST_BACKOFF);
+                if let Err(error) = lag_while_stopped(&db, &settings).await {
+                    tracing::warn!(%error, "the publisher's lag could not be read");
+                }
             }
         }
         tokio::time::sleep(backoff).await;
@@ -191,7 +224,9 @@ async fn lead(db: &Db, settings: &PublisherSettings) -> Result<(), PublishError>
         }
     };
     tracing::info!(url = %settings.url, stream = %settings.stream, "this process publishes to NATS");
+    metrics::gauge!("quoteline_publisher_leader").set(1.0);
     let outcome = publish_while_held(db, settings, &mut lock).await;
+    metrics::gauge!("quoteline_publisher_leader").set(0.0);
     lock.release().await;
     outcome
 }

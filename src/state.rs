@@ -21,6 +21,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Per client address, how many failed sign-ins it may still make.
     pub sign_ins: SignInLimits,
+    /// The bearer token that reads `/metrics` from elsewhere than this machine.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// The sizes of a process's caches. The signed-in users' cache is the process's own
@@ -97,7 +99,16 @@ impl AppState {
             quotes,
             sessions,
             sign_ins: SignInLimits::from_env(),
+            metrics_token: None,
         })
+    }
+
+    /// The same state with `/metrics` readable with this bearer token too.
+    pub fn with_metrics_token(self, token: Option<String>) -> AppState {
+        AppState {
+            metrics_token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            ..self
+        }
     }
 
     /// The same state with sessions kept by `settings` (their cookie, their lifetime).

@@ -388,7 +388,7 @@ fn source() -> Source {
 const CONTEXTS: [&str; 4] = ["identity", "quoting", "underwriting", "audit"];
 
 /// What each top-level module may import. Everything not listed is refused.
-const ALLOWED: [(&str, &[&str]); 18] = [
+const ALLOWED: [(&str, &[&str]); 19] = [
     ("kernel", &[]),
     ("db", &[]),
     ("server", &[]),
@@ -458,12 +458,14 @@ const ALLOWED: [(&str, &[&str]); 18] = [
             "underwriting",
             "audit",
             "state",
+            "telemetry",
         ],
     ),
     ("lock", &["db"]),
     ("rebuild", &["db", "eventstore", "lock", "quoting", "state"]),
     ("archive", &["db", "eventstore", "lock", "quoting"]),
     ("publisher", &["db", "eventstore", "lock"]),
+    ("telemetry", &["state", "web"]),
     ("replay", &["db", "eventstore", "state"]),
     ("crate", &["app", "state"]),
 ];

@@ -39,6 +39,7 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
         let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
         match commit_batch(&db, &projectors, &requests).await {
             Ok(outcomes) => {
+                count(&outcomes);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // The caller may have gone away (a closed browser tab); the
                     // events are committed all the same.
@@ -53,6 +54,28 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// The batch in the process's metrics: its size, the appends written, the events
+/// they wrote, and the appends refused for a stale expected version.
+fn count(outcomes: &[Result<Appended, AppendError>]) {
+    metrics::histogram!("quoteline_group_commit_batch_size").record(outcomes.len() as f64);
+    let mut written = 0u64;
+    let mut events = 0u64;
+    let mut conflicts = 0u64;
+    for outcome in outcomes {
+        match outcome {
+            Ok(Appended::Written(new)) => {
+                written += 1;
+                events += new.len() as u64;
+            }
+            Err(AppendError::Conflict { .. }) => conflicts += 1,
+            _ => {}
+        }
+    }
+    metrics::counter!("quoteline_appends_total").increment(written);
+    metrics::counter!("quoteline_events_appended_total").increment(events);
+    metrics::counter!("quoteline_append_conflicts_total").increment(conflicts);
 }
 
 /// Writes a batch in one transaction: set-based first, and if that fails for any

@@ -17,6 +17,7 @@ mod decisions;
 mod demo;
 mod eventstore;
 mod identity;
+mod metrics;
 mod projections;
 mod publisher;
 mod quote_service;
