@@ -66,20 +66,49 @@ enum Command {
     Migrate,
     /// Copy the history into another, empty database (SQLite file or PostgreSQL) and
     /// build its projections there: the quotes as they stood at a moment, apart from
-    /// the live database, which is only read
+    /// the live database, which is only read. Or, with --to, republish it to NATS
+    /// under subjects of its own
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["into", "to"])))]
     Replay {
         /// The database to copy into: sqlite://path or postgres://…; created and
         /// migrated when missing, and it must hold no events
         #[arg(long, value_name = "DATABASE_URL")]
-        into: String,
+        into: Option<String>,
+        /// Republish to NATS JetStream (at NATS_URL) under SUBJECT_PREFIX.<quote id>,
+        /// on a stream of its own; never onto the live subjects
+        #[arg(long, value_name = "SUBJECT_PREFIX", num_args = 0..=1,
+              default_missing_value = quoteline::publisher::REPLAY_PREFIX)]
+        to: Option<String>,
         /// Only events up to this global position (a whole number, as the audit log
         /// shows it) or time (RFC 3339, e.g. 2026-11-29T12:00:00Z); each quote keeps
-        /// its events before its first one past the cut
-        #[arg(long, value_name = "POSITION|TIME")]
+        /// its events before its first one past the cut (with --into)
+        #[arg(long, value_name = "POSITION|TIME", requires = "into")]
         until: Option<quoteline::replay::Until>,
+        /// Only events from this global position on (with --to)
+        #[arg(
+            long,
+            value_name = "POSITION",
+            requires = "to",
+            conflicts_with = "since"
+        )]
+        from: Option<i64>,
+        /// Only events recorded at or after this time, RFC 3339 (with --to)
+        #[arg(long, value_name = "TIME", requires = "to")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Only this quote (its id)
         #[arg(long, value_name = "ID")]
         quote: Option<uuid::Uuid>,
+        /// The NATS server (with --to)
+        #[arg(long, env = "NATS_URL", value_name = "URL")]
+        nats_url: Option<String>,
+        /// The live subjects, which a replay must not touch
+        #[arg(
+            long,
+            env = "QUOTELINE_NATS_SUBJECT",
+            value_name = "SUBJECT",
+            default_value = "quoteline.events"
+        )]
+        nats_subject: String,
         /// No progress bar (there is none either when standard output is not a terminal)
         #[arg(long, short)]
         quiet: bool,
@@ -356,11 +385,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay {
             into,
+            to,
             until,
+            from,
+            since,
             quote,
+            nats_url,
+            nats_subject,
             quiet,
         } => {
             quoteline::eventstore::archive::set_cache_size(WHOLE_LOG_SEGMENT_CACHE);
+            let Some(into) = into else {
+                let Some(url) = nats_url.filter(|url| !url.is_empty()) else {
+                    eprintln!(
+                        "quoteline: replay --to needs the NATS server: set NATS_URL or --nats-url"
+                    );
+                    return Ok(ExitCode::FAILURE);
+                };
+                let mut live = quoteline::publisher::PublisherSettings::new(url);
+                live.prefix = nats_subject;
+                let prefix = to.unwrap_or_else(|| quoteline::publisher::REPLAY_PREFIX.into());
+                let selection = quoteline::publisher::ReplaySelection { from, since, quote };
+                return replay_to(&db, &live, &prefix, &selection, quiet).await;
+            };
             let target = Db::connect(&into)
                 .await
                 .with_context(|| format!("cannot open the database to replay into at {into}"))?;
@@ -539,6 +586,39 @@ async fn archive(
             Ok(ExitCode::SUCCESS)
         }
         Err(refused @ quoteline::archive::ArchiveRunError::Busy(_)) => {
+            eprintln!("quoteline: {refused}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `replay --to SUBJECT_PREFIX`, with a progress bar on a terminal.
+async fn replay_to(
+    db: &Db,
+    live: &quoteline::publisher::PublisherSettings,
+    prefix: &str,
+    selection: &quoteline::publisher::ReplaySelection,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let progress = progress_bar(quiet, 0, "events")?;
+    let outcome = quoteline::publisher::replay_to(db, live, prefix, selection, |done, total| {
+        progress.set_length(total.max(done));
+        progress.set_position(done);
+    })
+    .await;
+    progress.finish_and_clear();
+    match outcome {
+        Ok(sent) => {
+            println!(
+                "Republished {} events to {prefix}.<quote id> (stream {}) in {:.1} s.",
+                sent.events,
+                sent.stream,
+                sent.took.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refused @ quoteline::publisher::PublishError::OntoLive { .. }) => {
             eprintln!("quoteline: {refused}");
             Ok(ExitCode::FAILURE)
         }

@@ -68,6 +68,11 @@ pub enum PublishError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A replay onto the live subjects, or over them.
+    #[error(
+        "a replay goes to subjects of its own: {prefix:?} overlaps the live subjects {live:?}.*"
+    )]
+    OntoLive { prefix: String, live: String },
 }
 
 fn nats(error: impl std::fmt::Display) -> PublishError {
@@ -96,11 +101,111 @@ pub async fn connect(settings: &PublisherSettings) -> Result<Context, PublishErr
     Ok(context)
 }
 
+/// The default subjects of a replay.
+pub const REPLAY_PREFIX: &str = "quoteline.replay";
+
+/// Which events a replay republishes: all, from a global position on, recorded since
+/// a moment, of one quote, or a mix.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySelection {
+    pub from: Option<i64>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub quote: Option<uuid::Uuid>,
+}
+
+impl ReplaySelection {
+    fn keeps(&self, event: &RecordedEvent) -> bool {
+        self.from.is_none_or(|from| event.position() >= from)
+            && self.since.is_none_or(|since| event.recorded_at >= since)
+            && self.quote.is_none_or(|quote| event.stream_id == quote)
+    }
+}
+
+/// What a replay sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Republished {
+    pub events: u64,
+    pub stream: String,
+    pub took: Duration,
+}
+
+/// Republishes history (hot and archived), in commit order, to `prefix.<quote id>`
+/// on a stream of its own (the prefix upper-cased, `QUOTELINE_REPLAY`), never onto
+/// the live subjects of `live`. `progress` hears the events read and how many the
+/// log holds.
+pub async fn replay_to(
+    db: &Db,
+    live: &PublisherSettings,
+    prefix: &str,
+    selection: &ReplaySelection,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Republished, PublishError> {
+    let started = std::time::Instant::now();
+    let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}."));
+    if overlaps(prefix, &live.prefix) || overlaps(&live.prefix, prefix) {
+        return Err(PublishError::OntoLive {
+            prefix: prefix.to_owned(),
+            live: live.prefix.clone(),
+        });
+    }
+    let mut settings = live.clone();
+    settings.prefix = prefix.to_owned();
+    settings.stream = prefix.replace(['.', '*', '>'], "_").to_uppercase();
+    let context = connect(&settings).await?;
+    let run = uuid::Uuid::now_v7().to_string();
+    let total = crate::eventstore::event_count(db).await?;
+    progress(0, total);
+    let mut read = 0;
+    let mut sent = 0;
+    let mut pooled = db.acquire().await?;
+    if let Some(quote) = selection.quote {
+        let events: Vec<RecordedEvent> =
+            crate::eventstore::read_stream_in(pooled.as_conn(), quote, 0)
+                .await?
+                .into_iter()
+                .filter(|e| selection.keeps(e))
+                .collect();
+        publish_as(&context, prefix, Some(&run), &events).await?;
+        sent += events.len() as u64;
+        progress(total, total);
+    } else {
+        // Up to the end of the log as it stands now; an empty page before it means a
+        // transaction still running that the gap-safe read waits for.
+        let end = last_position(db).await?.unwrap_or(GlobalPosition::START);
+        let mut after = GlobalPosition::START;
+        while after < end {
+            let page = read_all_in(pooled.as_conn(), after, settings.page.max(1_000)).await?;
+            let Some(last) = page.last() else {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            };
+            after = last.global;
+            read += page.len() as u64;
+            let kept: Vec<RecordedEvent> =
+                page.into_iter().filter(|e| selection.keeps(e)).collect();
+            publish_as(&context, prefix, Some(&run), &kept).await?;
+            sent += kept.len() as u64;
+            progress(read, total.max(read));
+        }
+    }
+    Ok(Republished {
+        events: sent,
+        stream: settings.stream,
+        took: started.elapsed(),
+    })
+}
+
 /// The message headers of an event: its id (JetStream's deduplication key), type,
 /// schema version, stream version and global position.
-pub fn headers(event: &RecordedEvent) -> HeaderMap {
+pub fn headers(event: &RecordedEvent, run: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+    let id = match run {
+        // A replay's messages are its own: another replay of the same events is not
+        // a repeat, a retry within one is.
+        Some(run) => format!("{run}:{}", event.event_id),
+        None => event.event_id.to_string(),
+    };
+    headers.insert("Nats-Msg-Id", id.as_str());
     headers.insert("Quoteline-Event-Type", event.event_type.as_str());
     headers.insert(
         "Quoteline-Schema-Version",
@@ -121,13 +226,22 @@ pub async fn publish(
     prefix: &str,
     events: &[RecordedEvent],
 ) -> Result<(), PublishError> {
+    publish_as(context, prefix, None, events).await
+}
+
+async fn publish_as(
+    context: &Context,
+    prefix: &str,
+    run: Option<&str>,
+    events: &[RecordedEvent],
+) -> Result<(), PublishError> {
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
         let payload = serde_json::to_vec(event).map_err(nats)?;
         let subject = format!("{prefix}.{}", event.stream_id);
         acks.push(
             context
-                .publish_with_headers(subject, headers(event), payload.into())
+                .publish_with_headers(subject, headers(event, run), payload.into())
                 .await
                 .map_err(nats)?,
         );

@@ -16,11 +16,12 @@ use quoteline::publisher::{self, PublisherSettings};
 use uuid::Uuid;
 
 use crate::projections::random_history;
-use crate::support::TestDb;
+use crate::support::{TestDb, run_command_ok, run_command_refused};
 
 storage_tests!(
     every_event_arrives_once_in_stream_order_also_after_a_stop_before_the_checkpoint,
     with_nats_down_writes_go_on_and_everything_arrives_once_it_is_back,
+    a_replay_goes_to_subjects_of_its_own_in_commit_order_archived_events_included,
 );
 
 /// The NATS server the tests use, or `None` (with a note) when it cannot be reached
@@ -296,4 +297,101 @@ async fn with_nats_down_writes_go_on_and_everything_arrives_once_it_is_back(test
         &settings,
         &received(&context, &settings).await,
     );
+}
+
+async fn a_replay_goes_to_subjects_of_its_own_in_commit_order_archived_events_included(
+    test_db: &TestDb,
+) {
+    let Some(url) = nats_url("publisher").await else {
+        return;
+    };
+    let quiet = ["--no-serve", "--quiet"];
+    run_command_ok(
+        test_db,
+        &[&["demo", "--events", "10000", "--seed", "5"], &quiet[..]].concat(),
+    )
+    .await;
+    let archive = tempfile::tempdir().unwrap();
+    let archived = run_command_ok(
+        test_db,
+        &[
+            "archive",
+            "--older-than",
+            "0",
+            "--to",
+            archive.path().to_str().unwrap(),
+            "--quiet",
+        ],
+    )
+    .await;
+    assert!(!archived.starts_with("Archived 0 events"), "{archived}");
+    let app = AppState::open(test_db.db.clone()).await.unwrap();
+    let log = whole_log(&app.store).await;
+    assert!(log.len() >= 10_000);
+
+    // The live subjects, watched by a stream of their own: nothing may arrive there.
+    let mut live = own_settings(&url);
+    let prefix = format!("{}.replay", live.prefix);
+    live.prefix = format!("{}.events", live.prefix);
+    let context = publisher::connect(&live).await.unwrap();
+    let stdout = run_command_ok(
+        test_db,
+        &[
+            "replay",
+            "--to",
+            &prefix,
+            "--nats-url",
+            &url,
+            "--nats-subject",
+            &live.prefix,
+            "--quiet",
+        ],
+    )
+    .await;
+    assert!(
+        stdout.starts_with(&format!("Republished {} events to {prefix}", log.len())),
+        "{stdout}"
+    );
+    let replay_stream = prefix.replace('.', "_").to_uppercase();
+    let mut stream = context.get_stream(&replay_stream).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    assert_eq!(last, log.len() as u64);
+    for (sequence, event) in (1..=last).zip(&log) {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        assert_eq!(
+            message.subject.as_str(),
+            format!("{prefix}.{}", event.stream_id),
+            "in commit order"
+        );
+        assert_eq!(
+            message.headers.get("Quoteline-Position").unwrap().as_str(),
+            event.position().to_string()
+        );
+    }
+    let mut live_stream = context.get_stream(&live.stream).await.unwrap();
+    assert_eq!(
+        live_stream.info().await.unwrap().state.messages,
+        0,
+        "nothing on the live subjects"
+    );
+
+    // Onto the live subjects, or under them: refused.
+    let onto_live = format!("{}.again", live.prefix);
+    let refused = run_command_refused(
+        test_db,
+        &[
+            "replay",
+            "--to",
+            &onto_live,
+            "--nats-url",
+            &url,
+            "--nats-subject",
+            &live.prefix,
+            "--quiet",
+        ],
+    )
+    .await;
+    assert!(refused.contains("subjects of its own"), "{refused}");
+    context.delete_stream(&replay_stream).await.unwrap();
+    context.delete_stream(&live.stream).await.unwrap();
 }
