@@ -98,17 +98,8 @@ enum Command {
         /// Only this quote (its id)
         #[arg(long, value_name = "ID")]
         quote: Option<uuid::Uuid>,
-        /// The NATS server (with --to)
-        #[arg(long, env = "NATS_URL", value_name = "URL")]
-        nats_url: Option<String>,
-        /// The live subjects, which a replay must not touch
-        #[arg(
-            long,
-            env = "QUOTELINE_NATS_SUBJECT",
-            value_name = "SUBJECT",
-            default_value = "quoteline.events"
-        )]
-        nats_subject: String,
+        #[command(flatten)]
+        nats: Nats,
         /// No progress bar (there is none either when standard output is not a terminal)
         #[arg(long, short)]
         quiet: bool,
@@ -151,6 +142,35 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+/// The NATS server and the live subjects (the publisher's, which a replay must not
+/// touch).
+#[derive(Args)]
+struct Nats {
+    /// NATS JetStream at this server (nats://host:4222): serve publishes every event
+    /// there (off when not set; one process publishes at a time), replay --to sends
+    /// history there
+    #[arg(long, env = "NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// The live subjects: events go to SUBJECT.<quote id>
+    #[arg(
+        long,
+        env = "QUOTELINE_NATS_SUBJECT",
+        value_name = "SUBJECT",
+        default_value = "quoteline.events"
+    )]
+    nats_subject: String,
+}
+
+impl Nats {
+    /// The publisher's settings, when a server is set.
+    fn settings(&self) -> Option<quoteline::publisher::PublisherSettings> {
+        let url = self.nats_url.as_deref().filter(|url| !url.is_empty())?;
+        let mut settings = quoteline::publisher::PublisherSettings::new(url);
+        settings.prefix = self.nats_subject.clone();
+        Some(settings)
+    }
 }
 
 /// Where and how the web application is served.
@@ -216,10 +236,8 @@ struct Serving {
         value_parser = duration
     )]
     snapshot_older_than: Option<std::time::Duration>,
-    /// Publish every event to NATS JetStream at this server (nats://host:4222); off
-    /// when not set. One process publishes at a time
-    #[arg(long, env = "NATS_URL", value_name = "URL")]
-    nats_url: Option<String>,
+    #[command(flatten)]
+    nats: Nats,
     /// The JetStream stream the events go to (created, or updated to these settings)
     #[arg(
         long,
@@ -228,14 +246,6 @@ struct Serving {
         default_value = "QUOTELINE"
     )]
     nats_stream: String,
-    /// Events go to SUBJECT.<quote id>
-    #[arg(
-        long,
-        env = "QUOTELINE_NATS_SUBJECT",
-        value_name = "SUBJECT",
-        default_value = "quoteline.events"
-    )]
-    nats_subject: String,
     /// The stream keeps messages this long (e.g. 30d as 720h; not set: for ever)
     #[arg(long, env = "QUOTELINE_NATS_MAX_AGE", value_name = "DURATION", value_parser = duration)]
     nats_max_age: Option<std::time::Duration>,
@@ -266,10 +276,8 @@ struct Serving {
 impl Serving {
     /// The NATS publisher's settings, when it is on.
     fn publisher(&self) -> Option<quoteline::publisher::PublisherSettings> {
-        let url = self.nats_url.as_deref().filter(|url| !url.is_empty())?;
-        let mut settings = quoteline::publisher::PublisherSettings::new(url);
+        let mut settings = self.nats.settings()?;
         settings.stream = self.nats_stream.clone();
-        settings.prefix = self.nats_subject.clone();
         settings.max_age = self.nats_max_age.unwrap_or_default();
         settings.max_bytes = self.nats_max_bytes.unwrap_or(-1);
         settings.duplicate_window = self.nats_dedupe_window;
@@ -390,20 +398,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             since,
             quote,
-            nats_url,
-            nats_subject,
+            nats,
             quiet,
         } => {
             quoteline::eventstore::archive::set_cache_size(WHOLE_LOG_SEGMENT_CACHE);
             let Some(into) = into else {
-                let Some(url) = nats_url.filter(|url| !url.is_empty()) else {
+                let Some(live) = nats.settings() else {
                     eprintln!(
                         "quoteline: replay --to needs the NATS server: set NATS_URL or --nats-url"
                     );
                     return Ok(ExitCode::FAILURE);
                 };
-                let mut live = quoteline::publisher::PublisherSettings::new(url);
-                live.prefix = nats_subject;
                 let prefix = to.unwrap_or_else(|| quoteline::publisher::REPLAY_PREFIX.into());
                 let selection = quoteline::publisher::ReplaySelection { from, since, quote };
                 return replay_to(&db, &live, &prefix, &selection, quiet).await;
