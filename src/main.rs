@@ -767,6 +767,8 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         );
     }
     println!("quoteline is serving on http://{address}");
+    // The metrics recorder before anything counts: the publisher starts first.
+    quoteline::telemetry::handle();
     if let Some(publisher) = serving.publisher() {
         println!(
             "Events are published to NATS at {} (stream {}, subjects {}.<quote id>).",

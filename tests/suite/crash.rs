@@ -37,9 +37,9 @@ const QUOTES_PER_AGENT: usize = 3;
 const MOST_POSTS: usize = 1_000;
 
 /// `quoteline serve` on a free port of its choosing.
-struct Server {
-    process: Child,
-    address: String,
+pub struct Server {
+    pub process: Child,
+    pub address: String,
     /// Held open: the server's standard output is a pipe, and a write to a pipe
     /// nobody reads would fail.
     _stdout: Lines<BufReader<ChildStdout>>,
@@ -47,7 +47,12 @@ struct Server {
 
 impl Server {
     /// Starts the server and returns once it listens: it prints its address then.
-    async fn start(test_db: &TestDb, log: &Path) -> Server {
+    pub async fn start(test_db: &TestDb, log: &Path) -> Server {
+        Self::start_with(test_db, log, &[]).await
+    }
+
+    /// [`Server::start`] with more settings in its environment.
+    pub async fn start_with(test_db: &TestDb, log: &Path, env: &[(&str, &str)]) -> Server {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -58,6 +63,7 @@ impl Server {
             .env("DATABASE_URL", test_db.url())
             .env("BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
@@ -80,7 +86,7 @@ impl Server {
     }
 
     /// A browser of its own on this server; `state` reads the same database.
-    fn browser(&self, state: &AppState) -> TestApp {
+    pub fn browser(&self, state: &AppState) -> TestApp {
         TestApp {
             address: self.address.clone(),
             client: TestApp::browser(),
@@ -88,24 +94,32 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub fn pid(&self) -> i32 {
         self.process.id().expect("the server is running") as i32
     }
 }
 
-fn server_log(log: &Path) -> String {
+pub fn server_log(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
 /// Kills the server with SIGKILL the moment the `after`-th post is acknowledged,
 /// while the other clients' requests are on their way.
-struct KillSwitch {
+pub struct KillSwitch {
     pid: i32,
     after: usize,
     acknowledged: AtomicUsize,
 }
 
 impl KillSwitch {
+    pub fn new(pid: i32, after: usize) -> KillSwitch {
+        KillSwitch {
+            pid,
+            after,
+            acknowledged: AtomicUsize::new(0),
+        }
+    }
+
     fn acknowledge(&self) {
         if self.acknowledged.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
             // SAFETY: a plain system call. The pid is our child's, not yet waited for,
@@ -115,7 +129,7 @@ impl KillSwitch {
         }
     }
 
-    fn fired(&self) -> bool {
+    pub fn fired(&self) -> bool {
         self.acknowledged.load(Ordering::SeqCst) >= self.after
     }
 }
@@ -123,7 +137,7 @@ impl KillSwitch {
 /// One section post a client sent: its quote, the event its answers make, and the
 /// status it was answered with (`None`: the server died before answering).
 #[derive(Debug)]
-struct Post {
+pub struct Post {
     quote: Uuid,
     event: QuoteEvent,
     answer: Option<u16>,
@@ -172,15 +186,16 @@ fn answers(label: &str, n: usize) -> (&'static str, Vec<(&'static str, String)>,
 
 /// A client at work: open a section's form (for its version, key and token), post
 /// it, and again, round the quotes, until the server dies.
-async fn post_sections(
+pub async fn post_sections(
     browser: TestApp,
     quotes: Vec<Uuid>,
     first: usize,
     label: String,
     kill: Arc<KillSwitch>,
+    most: usize,
 ) -> Vec<Post> {
     let mut posts = Vec::new();
-    for n in 0..MOST_POSTS {
+    for n in 0..most {
         let quote = quotes[(first + n) % quotes.len()];
         let (slug, mut fields, event) = answers(&label, n);
         let path = format!("/quotes/{quote}/{slug}");
@@ -218,7 +233,7 @@ async fn post_sections(
 }
 
 /// `quoteline user add NAME --role agent`, the password on standard input.
-async fn add_agent(test_db: &TestDb, name: &str) -> String {
+pub async fn add_agent(test_db: &TestDb, name: &str) -> String {
     let password = format!("pw-{name}-{}", Uuid::now_v7().simple());
     let mut command = Command::new(quoteline_binary())
         .args(["user", "add", name, "--role", "agent"])
@@ -244,14 +259,14 @@ async fn add_agent(test_db: &TestDb, name: &str) -> String {
     password
 }
 
-async fn sign_in(browser: &TestApp, name: &str, password: &str) {
+pub async fn sign_in(browser: &TestApp, name: &str, password: &str) {
     let response = browser.sign_in(name, password).await;
     assert_eq!(response.status().as_u16(), 303, "signing in as {name}");
 }
 
 /// Every event in the store, in position order. Read stream by stream: a read-all on
 /// PostgreSQL waits for every transaction open in the cluster, other tests' too.
-async fn event_log(state: &AppState) -> Vec<RecordedEvent> {
+pub async fn event_log(state: &AppState) -> Vec<RecordedEvent> {
     let streams: Vec<Uuid> = on_backend!(&state.db, pool => sqlx::query_scalar(
         "SELECT stream_id FROM streams"
     ).fetch_all(pool).await.unwrap());
@@ -264,7 +279,7 @@ async fn event_log(state: &AppState) -> Vec<RecordedEvent> {
 }
 
 /// The checks after a restart, with the server idle.
-async fn check_the_store(state: &AppState, test_db: &TestDb, posts: &[Post]) {
+pub async fn check_the_store(state: &AppState, test_db: &TestDb, posts: &[Post]) {
     let log = event_log(state).await;
 
     // Every acknowledged post's event is in its quote's stream, once; a refused post
@@ -355,11 +370,7 @@ async fn acknowledged_posts_survive_a_kill_and_the_projections_equal_a_fresh_fol
 
     let mut posts = Vec::new();
     for (run, after) in KILL_AFTER.into_iter().enumerate() {
-        let kill = Arc::new(KillSwitch {
-            pid: server.pid(),
-            after,
-            acknowledged: AtomicUsize::new(0),
-        });
+        let kill = Arc::new(KillSwitch::new(server.pid(), after));
         // Everyone signs in first: the kill may come with the first acknowledgement.
         let mut browsers = Vec::new();
         for agent in AGENTS {
@@ -373,7 +384,14 @@ async fn acknowledged_posts_survive_a_kill_and_the_projections_equal_a_fresh_fol
         for (agent, client, browser) in browsers {
             let label = format!("{agent}{client}r{run}");
             let quotes = quotes[agent].clone();
-            clients.spawn(post_sections(browser, quotes, client, label, kill.clone()));
+            clients.spawn(post_sections(
+                browser,
+                quotes,
+                client,
+                label,
+                kill.clone(),
+                MOST_POSTS,
+            ));
         }
         while let Some(client) = clients.join_next().await {
             posts.extend(client.unwrap());

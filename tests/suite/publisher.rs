@@ -16,12 +16,22 @@ use quoteline::publisher::{self, PublisherSettings};
 use uuid::Uuid;
 
 use crate::projections::random_history;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::agent_pages::start_quote;
+use crate::crash::{
+    KillSwitch, Server, add_agent, check_the_store, event_log, post_sections, sign_in,
+};
 use crate::support::{TestDb, run_command_ok, run_command_refused};
 
 storage_tests!(
     every_event_arrives_once_in_stream_order_also_after_a_stop_before_the_checkpoint,
     with_nats_down_writes_go_on_and_everything_arrives_once_it_is_back,
     a_replay_goes_to_subjects_of_its_own_in_commit_order_archived_events_included,
+    three_instances_write_together_one_publishes_and_another_takes_over,
 );
 
 /// The NATS server the tests use, or `None` (with a note) when it cannot be reached
@@ -394,4 +404,110 @@ async fn a_replay_goes_to_subjects_of_its_own_in_commit_order_archived_events_in
     assert!(refused.contains("subjects of its own"), "{refused}");
     context.delete_stream(&replay_stream).await.unwrap();
     context.delete_stream(&live.stream).await.unwrap();
+}
+
+/// Whether the server at `address` says, on /metrics, that it is the publisher.
+async fn publishes(address: &str) -> Option<bool> {
+    let text = reqwest::get(format!("{address}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .any(|line| line == "quoteline_publisher_leader 1"),
+    )
+}
+
+/// The one of these servers that publishes, once exactly one does.
+async fn the_publisher(servers: &[&Server]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        for (n, server) in servers.iter().enumerate() {
+            if publishes(&server.address).await == Some(true) {
+                leaders.push(n);
+            }
+        }
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishers: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn three_instances_write_together_one_publishes_and_another_takes_over(test_db: &TestDb) {
+    let Some(url) = nats_url("publisher").await else {
+        return;
+    };
+    let settings = own_settings(&url);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("servers.log");
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
+    let password = add_agent(test_db, "asha").await;
+    let env = [
+        ("NATS_URL", url.as_str()),
+        ("QUOTELINE_NATS_STREAM", settings.stream.as_str()),
+        ("QUOTELINE_NATS_SUBJECT", settings.prefix.as_str()),
+    ];
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Server::start_with(test_db, &log, &env).await);
+    }
+    let leader = the_publisher(&servers.iter().collect::<Vec<_>>()).await;
+
+    let first = servers[0].browser(&state);
+    sign_in(&first, "asha", &password).await;
+    let mut quotes = Vec::new();
+    for n in 0..4 {
+        quotes.push(start_quote(&first, &format!("Applicant {n}")).await);
+    }
+    // Writes through all three at once; the publisher is killed on the way.
+    let kill = Arc::new(KillSwitch::new(servers[leader].pid(), 25));
+    let mut clients = JoinSet::new();
+    for (n, server) in servers.iter().enumerate() {
+        let browser = server.browser(&state);
+        sign_in(&browser, "asha", &password).await;
+        let label = format!("instance{n}");
+        clients.spawn(post_sections(
+            browser,
+            quotes.clone(),
+            n,
+            label,
+            kill.clone(),
+            30,
+        ));
+    }
+    let mut posts = Vec::new();
+    while let Some(client) = clients.join_next().await {
+        posts.extend(client.unwrap());
+    }
+    assert!(kill.fired());
+    let mut killed = servers.remove(leader);
+    assert_eq!(
+        killed.process.wait().await.unwrap().signal(),
+        Some(libc::SIGKILL)
+    );
+
+    // Another takes over and publishes the rest: each event once, in stream order.
+    the_publisher(&servers.iter().collect::<Vec<_>>()).await;
+    caught_up(&state, &settings).await;
+    let context = publisher::connect(&settings).await.unwrap();
+    let log_of_events = event_log(&state).await;
+    assert_delivered(
+        &log_of_events,
+        &settings,
+        &received(&context, &settings).await,
+    );
+    // Every acknowledged write is there, and every page's projection a fold.
+    check_the_store(&state, test_db, &posts).await;
+    for mut server in servers {
+        server.process.kill().await.unwrap();
+    }
+    context.delete_stream(&settings.stream).await.unwrap();
 }
