@@ -360,7 +360,10 @@ async fn publish_while_held(
             }
             checked = std::time::Instant::now();
         }
-        if publish_page(db, &context, settings).await? == 0 {
+        // A page that was not full took all there was: wait for more to gather,
+        // rather than poll the database again at once for the next few events
+        // (under a full write load that cost PostgreSQL more than the writes did).
+        if publish_page(db, &context, settings).await? < settings.page.max(1) as u64 {
             tokio::time::sleep(IDLE).await;
         }
     }
