@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use quoteline::AppState;
 use quoteline::archive::{Archived, archive, hot_size};
 use quoteline::eventstore::archive::{self as store_archive, ArchiveLocation};
-use quoteline::eventstore::{EventStore, GlobalPosition, Problem, RecordedEvent};
+use quoteline::eventstore::{EventStore, Problem, RecordedEvent};
 use quoteline::kernel::Role;
 use quoteline::lock::MaintenanceLock;
 use quoteline::quoting::summary::finished_before;
@@ -17,7 +17,7 @@ use quoteline::replay::{Selection, replay};
 use uuid::Uuid;
 
 use crate::projections::{random_history, tables};
-use crate::support::{TestApp, TestDb, run_command_ok, run_command_refused};
+use crate::support::{TestApp, TestDb, run_command_ok, run_command_refused, whole_log};
 
 storage_tests!(
     archived_quotes_read_the_same_everywhere,
@@ -25,21 +25,6 @@ storage_tests!(
     a_crash_between_writing_a_segment_and_recording_it_loses_nothing,
     the_archive_command_moves_finished_quotes_and_waits_its_turn,
 );
-
-/// Every event in the log, through the gap-safe read, in small pages so that the
-/// merge of hot rows and segments is crossed many times.
-async fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
-    let mut log = Vec::new();
-    let mut after = GlobalPosition::START;
-    loop {
-        let page = store.read_all(after, 7).await.unwrap();
-        let Some(last) = page.last() else {
-            return log;
-        };
-        after = last.global;
-        log.extend(page);
-    }
-}
 
 async fn streams(store: &EventStore, quotes: &[Uuid]) -> Vec<Vec<RecordedEvent>> {
     let mut all = Vec::new();
@@ -145,7 +130,7 @@ async fn archived_quotes_read_the_same_everywhere(test_db: &TestDb) {
     let auditor = agent.new_browser();
     auditor.sign_in_as("ada", &[Role::Auditor]).await;
 
-    let log = whole_log(&app.store).await;
+    let log = whole_log(&app.store, 7).await;
     let by_stream = streams(&app.store, &quotes).await;
     let live = tables(&app.db).await;
     let before = pages(&agent, &auditor, &quotes, &app.store).await;
@@ -188,7 +173,7 @@ async fn archived_quotes_read_the_same_everywhere(test_db: &TestDb) {
     let (agent, auditor) = (&browsers[0], &browsers[1]);
     let store = &agent.state.store;
     assert_eq!(streams(store, &quotes).await, by_stream);
-    assert_eq!(whole_log(store).await, log);
+    assert_eq!(whole_log(store, 7).await, log);
     assert_eq!(pages(agent, auditor, &quotes, store).await, before);
     let report = store.verify().await.unwrap();
     assert!(report.is_intact(), "{:?}", report.mismatches);
@@ -213,7 +198,7 @@ async fn archived_quotes_read_the_same_everywhere(test_db: &TestDb) {
         found.sort();
         found
     };
-    assert_eq!(positions(&whole_log(&copy.store).await), positions(&log));
+    assert_eq!(positions(&whole_log(&copy.store, 7).await), positions(&log));
     assert!(copy.store.verify().await.unwrap().is_intact());
 
     // Nothing more to move.
@@ -294,7 +279,7 @@ async fn a_broken_segment_is_reported_by_verify_and_by_the_pages_that_need_it(te
 async fn a_crash_between_writing_a_segment_and_recording_it_loses_nothing(test_db: &TestDb) {
     let app = AppState::open(test_db.db.clone()).await.unwrap();
     let (quotes, finished) = history(&app, 47).await;
-    let log = whole_log(&app.store).await;
+    let log = whole_log(&app.store, 7).await;
     let by_stream = streams(&app.store, &quotes).await;
     let location = ArchiveLocation::open(&format!("memory:///{}", Uuid::now_v7())).unwrap();
 
@@ -304,7 +289,7 @@ async fn a_crash_between_writing_a_segment_and_recording_it_loses_nothing(test_d
         .await
         .unwrap();
     let fresh = AppState::open(test_db.db.clone()).await.unwrap();
-    assert_eq!(whole_log(&fresh.store).await, log, "every event once");
+    assert_eq!(whole_log(&fresh.store, 7).await, log, "every event once");
     assert_eq!(streams(&fresh.store, &quotes).await, by_stream);
     assert!(fresh.store.verify().await.unwrap().is_intact());
     assert_eq!(hot_size(&app.db).await.unwrap().rows, log.len() as i64);
@@ -323,7 +308,7 @@ async fn a_crash_between_writing_a_segment_and_recording_it_loses_nothing(test_d
         0
     );
     let fresh = AppState::open(test_db.db.clone()).await.unwrap();
-    assert_eq!(whole_log(&fresh.store).await, log);
+    assert_eq!(whole_log(&fresh.store, 7).await, log);
     assert!(fresh.store.verify().await.unwrap().is_intact());
 }
 

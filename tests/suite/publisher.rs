@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, Context};
 use quoteline::AppState;
 use quoteline::eventstore::checkpoints::{checkpoint, last_position};
-use quoteline::eventstore::{EventStore, GlobalPosition, RecordedEvent};
+use quoteline::eventstore::{GlobalPosition, RecordedEvent};
 use quoteline::lock::{Lock, LockError, LockKind};
 use quoteline::publisher::{self, PublisherSettings};
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use crate::agent_pages::start_quote;
 use crate::crash::{
     KillSwitch, Server, add_agent, check_the_store, event_log, post_sections, sign_in,
 };
-use crate::support::{TestDb, run_command_ok, run_command_refused};
+use crate::support::{TestDb, run_command_ok, run_command_refused, whole_log};
 
 storage_tests!(
     every_event_arrives_once_in_stream_order_also_after_a_stop_before_the_checkpoint,
@@ -60,19 +60,6 @@ fn own_settings(url: &str) -> PublisherSettings {
     settings.prefix = format!("qltest.{name}");
     settings.page = 7;
     settings
-}
-
-async fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
-    let mut log = Vec::new();
-    let mut after = GlobalPosition::START;
-    loop {
-        let page = store.read_all(after, 500).await.unwrap();
-        let Some(last) = page.last() else {
-            return log;
-        };
-        after = last.global;
-        log.extend(page);
-    }
 }
 
 /// Every message in the stream: (subject, event id, stream version), in stream order.
@@ -165,7 +152,7 @@ async fn every_event_arrives_once_in_stream_order_also_after_a_stop_before_the_c
         > 0
     {}
     assert_delivered(
-        &whole_log(&app.store).await,
+        &whole_log(&app.store, 500).await,
         &settings,
         &received(&context, &settings).await,
     );
@@ -175,7 +162,7 @@ async fn every_event_arrives_once_in_stream_order_also_after_a_stop_before_the_c
     random_history(&app, 62, 6, 4).await;
     caught_up(&app, &settings).await;
     running.abort();
-    let log = whole_log(&app.store).await;
+    let log = whole_log(&app.store, 500).await;
     assert_delivered(&log, &settings, &received(&context, &settings).await);
 
     // The message: the event as recorded, with its headers.
@@ -303,7 +290,7 @@ async fn with_nats_down_writes_go_on_and_everything_arrives_once_it_is_back(test
     running.abort();
     let context = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     assert_delivered(
-        &whole_log(&app.store).await,
+        &whole_log(&app.store, 500).await,
         &settings,
         &received(&context, &settings).await,
     );
@@ -336,7 +323,7 @@ async fn a_replay_goes_to_subjects_of_its_own_in_commit_order_archived_events_in
     .await;
     assert!(!archived.starts_with("Archived 0 events"), "{archived}");
     let app = AppState::open(test_db.db.clone()).await.unwrap();
-    let log = whole_log(&app.store).await;
+    let log = whole_log(&app.store, 500).await;
     assert!(log.len() >= 10_000);
 
     // The live subjects, watched by a stream of their own: nothing may arrive there.

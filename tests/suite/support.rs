@@ -530,3 +530,18 @@ pub async fn html_page(response: reqwest::Response, status: u16) -> String {
     );
     response.text().await.unwrap()
 }
+
+/// Every event in the log through the gap-safe read, `page` events a read (small
+/// pages cross the merge of hot rows and archive segments many times).
+pub async fn whole_log(store: &EventStore, page: i64) -> Vec<quoteline::eventstore::RecordedEvent> {
+    let mut log = Vec::new();
+    let mut after = quoteline::eventstore::GlobalPosition::START;
+    loop {
+        let events = store.read_all(after, page).await.unwrap();
+        let Some(last) = events.last() else {
+            return log;
+        };
+        after = last.global;
+        log.extend(events);
+    }
+}
