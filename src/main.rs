@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quoteline::audit::signing::InstallationKey;
 use quoteline::db::{DEFAULT_DATABASE_URL, Db};
 use quoteline::demo::{self, Size};
 use quoteline::eventstore::SnapshotPolicy;
@@ -135,13 +136,60 @@ enum Command {
         quiet: bool,
     },
     /// Walk every stream's hash chain, archived ones included, and check every archive
-    /// segment against its manifest; exits non-zero on any mismatch
-    Verify,
+    /// segment against its manifest; or, with --file, check one quote's exported proof
+    /// with no database at all. Exits non-zero on any mismatch
+    Verify {
+        /// A proof downloaded from a quote's timeline: its chain, its head and its
+        /// signature are checked, and the first event altered, missing, out of order
+        /// or appended is named
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
+        /// With --file: the installation key (its public half, as /audit/verify
+        /// shows it) that must have signed the proof
+        #[arg(long, value_name = "PUBLIC_KEY", requires = "file")]
+        key: Option<String>,
+    },
+    /// The installation's key, which signs the proofs auditors export
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Manage the people who can sign in
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the installation's Ed25519 key (never replacing one) and print its
+    /// public half
+    Init {
+        #[command(flatten)]
+        file: KeyFile,
+    },
+    /// Print the public half of the installation's key
+    Show {
+        #[command(flatten)]
+        file: KeyFile,
+    },
+}
+
+/// Where the installation's key is kept.
+#[derive(Args)]
+struct KeyFile {
+    /// The file holding the installation's signing key; every serving process of
+    /// the installation reads the same one
+    #[arg(long = "key-file", env = "QUOTELINE_KEY_FILE", value_name = "PATH",
+          default_value = quoteline::audit::signing::DEFAULT_KEY_FILE)]
+    path: std::path::PathBuf,
+}
+
+impl KeyFile {
+    fn load(&self) -> anyhow::Result<Option<InstallationKey>> {
+        Ok(InstallationKey::load(&self.path)?)
+    }
 }
 
 /// The NATS server and the live subjects (the publisher's, which a replay must not
@@ -271,6 +319,8 @@ struct Serving {
         hide_env_values = true
     )]
     metrics_token: Option<String>,
+    #[command(flatten)]
+    key: KeyFile,
 }
 
 impl Serving {
@@ -346,6 +396,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The commands that need no database.
+    match &cli.command {
+        Command::Verify {
+            file: Some(path),
+            key,
+        } => return verify_file(path, key.as_deref()),
+        Command::Keys { command } => return keys(command),
+        _ => {}
+    }
     let db = Db::connect(&cli.database_url)
         .await
         .with_context(|| format!("cannot open the database at {}", cli.database_url))?;
@@ -387,6 +446,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Checkpoints SQLite's write-ahead log into the database file.
                 state.db.close().await;
             } else {
+                if serving.key.load()?.is_none() {
+                    // The demo's proofs are signed, as an installation's would be.
+                    InstallationKey::create(&serving.key.path)?;
+                    println!(
+                        "Created an installation key at {}.",
+                        serving.key.path.display()
+                    );
+                }
                 serve(state, &serving).await?;
             }
             Ok(ExitCode::SUCCESS)
@@ -446,7 +513,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db.migrate().await.context("migrations failed")?;
             add_user(&db, &name, &roles).await
         }
-        Command::Verify => {
+        Command::Keys { .. } => unreachable!("answered before the database is opened"),
+        Command::Verify { .. } => {
             let state = AppState::open(db).await?;
             eprintln!("Verifying every hash chain…");
             // Recorded like a check from the page, so /audit/verify shows this run too.
@@ -776,14 +844,89 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         );
         tokio::spawn(quoteline::publisher::run(state.db.clone(), publisher));
     }
+    let key = serving.key.load()?;
+    match &key {
+        Some(key) => println!(
+            "Proofs are signed with the installation key {}.",
+            key.public_hex()
+        ),
+        None => println!(
+            "Proofs are exported unsigned: there is no installation key at {} (create one \
+             with `quoteline keys init`).",
+            serving.key.path.display()
+        ),
+    }
     let state = state
         .with_session_settings(sessions)
-        .with_metrics_token(serving.metrics_token.clone());
+        .with_metrics_token(serving.metrics_token.clone())
+        .with_signing_key(key);
     server::serve(listener, router(state), limits, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
     Ok(())
+}
+
+fn keys(command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Init { file } => {
+            let key = InstallationKey::create(&file.path)?;
+            println!(
+                "Created the installation key at {} (keep it secret, and back it up).",
+                file.path.display()
+            );
+            println!("Its public half, which recipients of its proofs compare:");
+            println!("{}", key.public_hex());
+        }
+        KeysCommand::Show { file } => {
+            let Some(key) = file.load()? else {
+                eprintln!(
+                    "quoteline: there is no installation key at {} (create one with `quoteline keys init`)",
+                    file.path.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("{}", key.public_hex());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks one exported proof, with no database.
+fn verify_file(path: &std::path::Path, expected: Option<&str>) -> anyhow::Result<ExitCode> {
+    use quoteline::audit::proof::{self, Signer};
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let checked = match proof::check(&text, expected) {
+        Ok(checked) => checked,
+        Err(unreadable) => {
+            println!("NOT VERIFIED: {}: {unreadable}.", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "Checked the proof of quote {} ({}): {} events, the head at event {}.",
+        checked.reference, checked.quote_id, checked.events, checked.head
+    );
+    match &checked.chain {
+        Ok(()) => println!("The hash chain is intact and ends at the head."),
+        Err(broken) => println!("BROKEN: {broken}."),
+    }
+    match &checked.signer {
+        Signer::Key(key) => println!("Signed by the installation key {key}."),
+        Signer::Unsigned => println!("NOT SIGNED: nothing shows which installation exported it."),
+        Signer::Invalid(e) => println!("SIGNATURE INVALID: {e}."),
+        Signer::OtherKey { found, expected } => {
+            println!("SIGNED BY ANOTHER KEY: {found}, not the expected {expected}.")
+        }
+    }
+    if checked.is_proven() {
+        println!("Verified.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("NOT VERIFIED.");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::audit::TimelineProjection;
+use crate::audit::signing::InstallationKey;
 use crate::db::Db;
 use crate::eventstore::{EventStore, Projector, SnapshotPolicy};
 use crate::identity::sessions::{SessionCache, SessionSettings};
@@ -23,6 +24,9 @@ pub struct AppState {
     pub sign_ins: SignInLimits,
     /// The bearer token that reads `/metrics` from elsewhere than this machine.
     pub metrics_token: Option<Arc<str>>,
+    /// The installation's key, which signs exported proofs; none until
+    /// `quoteline keys init` made one.
+    pub signing_key: Option<Arc<InstallationKey>>,
 }
 
 /// The sizes of a process's caches. The signed-in users' cache is the process's own
@@ -100,6 +104,7 @@ impl AppState {
             sessions,
             sign_ins: SignInLimits::from_env(),
             metrics_token: None,
+            signing_key: None,
         })
     }
 
@@ -107,6 +112,14 @@ impl AppState {
     pub fn with_metrics_token(self, token: Option<String>) -> AppState {
         AppState {
             metrics_token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            ..self
+        }
+    }
+
+    /// The same state signing proofs with this key.
+    pub fn with_signing_key(self, key: Option<InstallationKey>) -> AppState {
+        AppState {
+            signing_key: key.map(Arc::new),
             ..self
         }
     }

@@ -47,11 +47,20 @@ impl FieldChange {
 /// pages ask for them. Children are compared as a list of names: each name not
 /// matched on the other side is an addition or a removal.
 pub fn changes(before: &Quote, after: &Quote) -> Vec<FieldChange> {
-    let mut found: Vec<FieldChange> = Field::ANSWERS
+    field_changes(before, after)
+        .into_iter()
+        .map(|(_, change)| change)
+        .collect()
+}
+
+/// [`changes`], each with the field it is about (`Field::Child(0)` for a child
+/// added or removed).
+pub fn field_changes(before: &Quote, after: &Quote) -> Vec<(Field, FieldChange)> {
+    let mut found: Vec<(Field, FieldChange)> = Field::ANSWERS
         .into_iter()
         .filter_map(|field| {
             let (old, new) = (before.answer(field), after.answer(field));
-            (old != new).then(|| FieldChange::new(field, old, new))
+            (old != new).then(|| (field, FieldChange::new(field, old, new)))
         })
         .collect();
 
@@ -65,7 +74,12 @@ pub fn changes(before: &Quote, after: &Quote) -> Vec<FieldChange> {
             None => removed.push(child),
         }
     }
-    let child = |before, after| FieldChange::new(Field::Child(0), before, after);
+    let child = |before, after| {
+        (
+            Field::Child(0),
+            FieldChange::new(Field::Child(0), before, after),
+        )
+    };
     found.extend(removed.into_iter().map(|name| child(Some(name), None)));
     found.extend(added.into_iter().map(|name| child(None, Some(name))));
     found

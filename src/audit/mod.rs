@@ -6,9 +6,12 @@
 //! its result, and changes no quote.
 
 pub mod changes;
+pub mod compare;
 pub mod export;
 pub mod log;
 mod pages;
+pub mod proof;
+pub mod signing;
 pub mod timeline;
 pub mod verification;
 

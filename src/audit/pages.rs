@@ -8,19 +8,23 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::compare::{self, Comparison};
 use super::export::{self, Format};
 use super::log::{self, Cursor, FilterForm};
+use super::proof::Proof;
 use super::timeline::{self, TimelineEntry};
 use super::verification::{self, VerificationRun};
+use crate::eventstore::StreamHead;
 use crate::identity::{Auditor, CurrentUser, UnderwriterOrAuditor};
 use crate::kernel::Role;
-use crate::quoting::domain::{EventKind, Quote, Status};
+use crate::quoting::domain::{EventKind, Quote, QuoteEvent, Status};
 use crate::quoting::{AnswerSection, answers_of};
 use crate::state::AppState;
 use crate::web::{AppError, FieldErrors, Layout, QuoteId};
@@ -28,6 +32,8 @@ use crate::web::{AppError, FieldErrors, Layout, QuoteId};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/quotes/{id}/timeline", get(timeline_page))
+        .route("/quotes/{id}/compare", get(compare_page))
+        .route("/quotes/{id}/proof.json", get(proof_file))
         .route("/audit", get(log_page))
         .route("/audit/export.csv", get(export_csv))
         .route("/audit/export.jsonl", get(export_json_lines))
@@ -82,6 +88,8 @@ struct TimelinePage {
     older: Option<i64>,
     first_page: bool,
     back: (&'static str, &'static str),
+    /// Auditors may download the quote's history as a proof.
+    can_export: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -134,6 +142,7 @@ async fn timeline_page(
         older,
         first_page: before.is_none(),
         back: back_link(&user),
+        can_export: user.has_role(Role::Auditor),
     }
     .into_response())
 }
@@ -146,20 +155,9 @@ async fn as_of_page(
     id: Uuid,
     as_of: i64,
 ) -> Result<Response, AppError> {
-    let head = state
-        .store
-        .stream_head(id)
-        .await?
-        .ok_or_else(AppError::not_found)?;
+    let head = head_of(state, id).await?;
     if as_of < 1 || as_of > head.version {
-        return Err(AppError::refused(
-            StatusCode::NOT_FOUND,
-            "There is no such event",
-            format!(
-                "This quote has events 1 to {}. Choose one of those.",
-                head.version
-            ),
-        ));
+        return Err(no_such_event(head.version));
     }
     let quote = state
         .quotes
@@ -183,6 +181,119 @@ async fn as_of_page(
         quote,
     }
     .into_response())
+}
+
+// ----- A proof that travels ---------------------------------------------------------
+
+/// The quote's whole history as one JSON file, signed with the installation's key
+/// when it has one: what `quoteline verify --file` checks with no database.
+#[tracing::instrument(skip_all, fields(quote_id = %id))]
+async fn proof_file(
+    State(state): State<AppState>,
+    Auditor(user): Auditor,
+    QuoteId(id): QuoteId,
+) -> Result<Response, AppError> {
+    // The head first: events appended after it are left out, so the file's history
+    // ends where its head says.
+    let head = head_of(&state, id).await?;
+    let mut events = state.store.read_stream(id, 0).await?;
+    events.truncate(usize::try_from(head.version).unwrap_or(0));
+    let reference = match events.first().map(QuoteEvent::decode) {
+        Some(Ok(QuoteEvent::QuoteStarted { reference, .. })) => reference,
+        _ => return Err(AppError::not_found()),
+    };
+    let proof = Proof::new(&head, &reference, &events, &user.username, Utc::now());
+    let file = proof.to_file(state.signing_key.as_deref());
+    tracing::info!(reference = %reference, events = events.len(), "proof exported");
+    let disposition = format!("attachment; filename=\"quote-{reference}-proof.json\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        file,
+    )
+        .into_response())
+}
+
+// ----- Two versions compared -------------------------------------------------------
+
+#[derive(Deserialize)]
+struct CompareQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/compare.html")]
+struct ComparePage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    applicant_name: String,
+    events: i64,
+    from: i64,
+    to: i64,
+    comparison: Comparison,
+}
+
+/// Every answer that differs between events `from` and `to` of a quote, replayed
+/// from the log, with who changed it in between; the two may come in either order.
+#[tracing::instrument(skip_all, fields(quote_id = %id))]
+async fn compare_page(
+    State(state): State<AppState>,
+    UnderwriterOrAuditor(user): UnderwriterOrAuditor,
+    QuoteId(id): QuoteId,
+    Query(query): Query<CompareQuery>,
+) -> Result<Response, AppError> {
+    let first = number(&query.from, "The first event's number")?;
+    let second = number(&query.to, "The second event's number")?;
+    let (Some(first), Some(second)) = (first, second) else {
+        return Err(AppError::bad_request(
+            "Choose two events to compare: one as “from” and one as “to”.",
+        ));
+    };
+    if first == second {
+        return Err(AppError::bad_request(
+            "Choose two different events to compare.",
+        ));
+    }
+    let (from, to) = (first.min(second), first.max(second));
+    let head = head_of(&state, id).await?;
+    if from < 1 || to > head.version {
+        return Err(no_such_event(head.version));
+    }
+    let (before, steps) = state.quotes.history_between(id, from, to).await?;
+    let comparison = compare::compare(&before, &steps);
+    Ok(ComparePage {
+        layout: user.layout(),
+        quote_id: id,
+        reference: comparison.after.reference.clone(),
+        applicant_name: comparison.after.applicant(),
+        events: head.version,
+        from,
+        to,
+        comparison,
+    }
+    .into_response())
+}
+
+/// The quote's stream head: how many events it has and the last one's hash.
+async fn head_of(state: &AppState, id: Uuid) -> Result<StreamHead, AppError> {
+    state
+        .store
+        .stream_head(id)
+        .await?
+        .ok_or_else(AppError::not_found)
+}
+
+/// The page for an event number the quote does not have.
+fn no_such_event(events: i64) -> AppError {
+    AppError::refused(
+        StatusCode::NOT_FOUND,
+        "There is no such event",
+        format!("This quote has events 1 to {events}. Choose one of those."),
+    )
 }
 
 // ----- The log -----------------------------------------------------------------------
@@ -299,6 +410,7 @@ async fn export_json_lines(
 struct VerifyPage {
     layout: Layout,
     run: Option<VerificationRun>,
+    public_key: Option<String>,
 }
 
 async fn verify_page(
@@ -308,6 +420,7 @@ async fn verify_page(
     Ok(VerifyPage {
         layout: user.layout(),
         run: verification::latest(&state.db).await?,
+        public_key: state.signing_key.as_ref().map(|key| key.public_hex()),
     })
 }
 

@@ -10,7 +10,7 @@ pub mod archive;
 mod batch;
 pub mod checkpoints;
 pub mod copy;
-mod hash;
+pub mod hash;
 mod model;
 mod projector;
 mod snapshots;

@@ -56,6 +56,29 @@ impl Quote {
     }
 }
 
+/// The sections' titles, in the order the pages show them.
+pub const SECTION_TITLES: [&str; 4] = [
+    APPLICANT_TITLE,
+    GEOGRAPHIC_TITLE,
+    CONTACT_TITLE,
+    FAMILY_TITLE,
+];
+
+const APPLICANT_TITLE: &str = "Applicant";
+const GEOGRAPHIC_TITLE: &str = "Geographic details";
+const CONTACT_TITLE: &str = "Contact details";
+const FAMILY_TITLE: &str = "Family details";
+
+/// The title of the section a field is asked and shown in.
+pub fn section_title(field: Field) -> &'static str {
+    match field {
+        Field::ApplicantName => APPLICANT_TITLE,
+        Field::Country | Field::Region | Field::City | Field::PostalCode => GEOGRAPHIC_TITLE,
+        Field::Email | Field::Phone => CONTACT_TITLE,
+        Field::Dependents | Field::SpouseName | Field::Children | Field::Child(_) => FAMILY_TITLE,
+    }
+}
+
 /// The quote's answers, the applicant first and then each section given so far.
 pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
     let rows = |fields: &[Field], absent: &str| -> Vec<AnswerRow> {
@@ -73,13 +96,13 @@ pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
     };
     let mut sections = vec![AnswerSection {
         slug: "",
-        title: "Applicant",
+        title: APPLICANT_TITLE,
         rows: rows(&[Field::ApplicantName], "Not given"),
     }];
     if quote.geographic.is_some() {
         sections.push(AnswerSection {
             slug: "geographic",
-            title: "Geographic details",
+            title: GEOGRAPHIC_TITLE,
             rows: rows(
                 &[
                     Field::Country,
@@ -94,14 +117,14 @@ pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
     if quote.contact.is_some() {
         sections.push(AnswerSection {
             slug: "contact",
-            title: "Contact details",
+            title: CONTACT_TITLE,
             rows: rows(&[Field::Email, Field::Phone], "Not given"),
         });
     }
     if quote.family.is_some() {
         sections.push(AnswerSection {
             slug: "family",
-            title: "Family details",
+            title: FAMILY_TITLE,
             rows: rows(
                 &[Field::Dependents, Field::SpouseName, Field::Children],
                 "None",

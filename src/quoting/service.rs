@@ -50,7 +50,7 @@ use super::domain::{Action, Command, DomainError, PersonName, Quote, QuoteEvent,
 use crate::db::Unique;
 use crate::eventstore::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, ReadError,
-    SnapshotPolicy, Snapshots, Snapshotter,
+    RecordedEvent, SnapshotPolicy, Snapshots, Snapshotter,
 };
 use crate::kernel::{Actor, Envelope};
 
@@ -180,6 +180,31 @@ impl QuoteService {
             }
         };
         Ok(quote.is_started().then_some(quote))
+    }
+
+    /// The quote as it stood after version `from`, and the events after it up to
+    /// version `to`, each beside its stored form: what a comparison of two versions
+    /// walks through. Archived events are read like any others.
+    pub async fn history_between(
+        &self,
+        quote_id: Uuid,
+        from: i64,
+        to: i64,
+    ) -> Result<(Quote, Vec<(RecordedEvent, QuoteEvent)>), CommandError> {
+        let start = self.load(quote_id, Some(from)).await?.unwrap_or_default();
+        let mut steps = Vec::new();
+        for recorded in self
+            .store
+            .read_stream(quote_id, start.version as i64)
+            .await?
+        {
+            if recorded.version > to {
+                break;
+            }
+            let event = QuoteEvent::decode(&recorded)?;
+            steps.push((recorded, event));
+        }
+        Ok((start, steps))
     }
 
     /// The quote of the newest snapshot at or below `up_to`, or the quote before its

@@ -172,6 +172,7 @@ fn table() -> Vec<Row> {
         row(post(), "/quotes/{id}/refer", Quote::Finalized, DECIDE),
         row(get(), "/quotes/{id}/decided", Quote::Decided, UNDERWRITERS),
         row(get(), "/quotes/{id}/timeline", Quote::Decided, HISTORY),
+        row(get(), "/quotes/{id}/compare?from=1&to=2", Quote::Decided, HISTORY),
         row(get(), "/audit", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.csv", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.jsonl", Quote::Decided, AUDITORS),
