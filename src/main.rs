@@ -828,6 +828,18 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
         session_lifetime = ?sessions.lifetime,
         "quoteline is serving"
     );
+    let key = serving.key.load()?;
+    match &key {
+        Some(key) => println!(
+            "Proofs are signed with the installation key {}.",
+            key.public_hex()
+        ),
+        None => println!(
+            "Proofs are exported unsigned: there is no installation key at {} (create one \
+             with `quoteline keys init`).",
+            serving.key.path.display()
+        ),
+    }
     if sessions.secure {
         println!(
             "The session cookie is Secure: browsers keep it over HTTPS only (set \
@@ -843,18 +855,6 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
             publisher.url, publisher.stream, publisher.prefix
         );
         tokio::spawn(quoteline::publisher::run(state.db.clone(), publisher));
-    }
-    let key = serving.key.load()?;
-    match &key {
-        Some(key) => println!(
-            "Proofs are signed with the installation key {}.",
-            key.public_hex()
-        ),
-        None => println!(
-            "Proofs are exported unsigned: there is no installation key at {} (create one \
-             with `quoteline keys init`).",
-            serving.key.path.display()
-        ),
     }
     let state = state
         .with_session_settings(sessions)
