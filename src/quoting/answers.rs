@@ -12,8 +12,7 @@ pub struct AnswerRow {
     pub value: String,
 }
 
-/// One section's answers. `slug` is the section's page ("" for the applicant, who
-/// has no page of their own).
+/// One section's answers. `slug` is the section's page.
 pub struct AnswerSection {
     pub slug: &'static str,
     pub title: &'static str,
@@ -95,7 +94,7 @@ pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
             .collect()
     };
     let mut sections = vec![AnswerSection {
-        slug: "",
+        slug: "applicant",
         title: APPLICANT_TITLE,
         rows: rows(&[Field::ApplicantName], "Not given"),
     }];

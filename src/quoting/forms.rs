@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::domain::{
     Action, COUNTRIES, ContactDetails, FamilyDetails, Field, GeographicDetails, InvalidFields,
-    Quote,
+    PersonName, Quote,
 };
 use crate::web::{AppError, FieldErrors, Layout};
 
@@ -75,6 +75,64 @@ pub trait SectionForm: for<'de> Deserialize<'de> + Send + 'static {
     fn edit(&mut self, button: &str) -> Result<bool, AppError> {
         let _ = button;
         Ok(false)
+    }
+}
+
+/// The applicant's name, corrected after the quote was started.
+#[derive(Debug, Default, Deserialize)]
+pub struct ApplicantForm {
+    #[serde(default)]
+    applicant_name: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "quoting/applicant.html")]
+struct ApplicantPage {
+    layout: Layout,
+    quote_id: Uuid,
+    reference: String,
+    version: i64,
+    idempotency_key: String,
+    errors: FieldErrors,
+    notice: Option<&'static str>,
+    form: ApplicantForm,
+}
+
+impl SectionForm for ApplicantForm {
+    const SLUG: &'static str = "applicant";
+
+    fn from_quote(quote: &Quote) -> Self {
+        ApplicantForm {
+            applicant_name: quote.applicant(),
+        }
+    }
+
+    fn parse(&self) -> Result<Action, InvalidFields> {
+        PersonName::parse_as(
+            &self.applicant_name,
+            Field::ApplicantName.label(),
+            "Enter the applicant's name",
+        )
+        .map(Action::CorrectApplicantName)
+        .map_err(|message| {
+            let mut invalid = InvalidFields::default();
+            invalid.push(Field::ApplicantName, message);
+            invalid
+        })
+    }
+
+    fn render(self, c: FormContext) -> Response {
+        ApplicantPage {
+            layout: c.layout,
+            quote_id: c.quote_id,
+            reference: c.reference,
+            version: c.version,
+            idempotency_key: c.idempotency_key,
+            errors: c.errors,
+            notice: c.notice,
+            form: self,
+        }
+        .into_response()
     }
 }
 

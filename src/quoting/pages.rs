@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::answers::{AnswerSection, answers_of};
 use super::domain::{Action, ActionKind, Command, Field, PersonName, Quote, Status};
-use super::forms::{ContactForm, FamilyForm, FormContext, GeographicForm, SectionForm};
+use super::forms::{
+    ApplicantForm, ContactForm, FamilyForm, FormContext, GeographicForm, SectionForm,
+};
 use super::forms::{InputName, field_errors};
 use super::service::CommandError;
 use super::summary::{self, QuoteSummary};
@@ -33,6 +35,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/quotes", get(my_quotes).post(start_quote))
         .route("/quotes/new", get(new_quote))
+        .merge(section::<ApplicantForm>())
         .merge(section::<GeographicForm>())
         .merge(section::<ContactForm>())
         .merge(section::<FamilyForm>())
@@ -402,10 +405,7 @@ async fn review_page(
         reference: quote.reference.clone(),
         version: quote.version as i64,
         idempotency_key: new_key(),
-        answers: answers_of(&quote)
-            .into_iter()
-            .filter(|s| !s.slug.is_empty())
-            .collect(),
+        answers: answers_of(&quote),
         editable: true,
         notice: None,
     }

@@ -21,6 +21,7 @@ const INSERT: &str = "INSERT INTO quote_summary \
 /// leaves a column as it was.
 const UPDATE_FROM_CHANGES: &str = ") UPDATE quote_summary SET \
     status = COALESCE(changes.status, quote_summary.status), \
+    applicant_name = COALESCE(changes.applicant_name, quote_summary.applicant_name), \
     geographic_done = (quote_summary.geographic_done OR changes.geographic_done), \
     contact_done = (quote_summary.contact_done OR changes.contact_done), \
     family_done = (quote_summary.family_done OR changes.family_done), \
@@ -35,7 +36,7 @@ const UPDATE_FROM_CHANGES: &str = ") UPDATE quote_summary SET \
     updated_at = changes.updated_at \
     FROM changes WHERE quote_summary.quote_id = changes.quote_id";
 
-const CHANGES: &str = "WITH changes (quote_id, status, geographic_done, contact_done, \
+const CHANGES: &str = "WITH changes (quote_id, status, applicant_name, geographic_done, contact_done, \
     family_done, country, region, dependents, referrals, referral_note, rejection_reason, \
     submitted_at, version, last_position, updated_at) AS (";
 
@@ -61,6 +62,8 @@ const FOR_AGENT_WITH_STATUS: &str =
 struct Change {
     started: Option<(String, String, String)>,
     status: Option<Status>,
+    /// The applicant's name as last corrected in the batch.
+    applicant_name: Option<String>,
     geographic_done: bool,
     contact_done: bool,
     family_done: bool,
@@ -94,6 +97,9 @@ impl Change {
                 agent,
             } => {
                 self.started = Some((reference.clone(), applicant_name.to_string(), agent.clone()));
+            }
+            QuoteEvent::ApplicantNameCorrected { applicant_name } => {
+                self.applicant_name = Some(applicant_name.to_string());
             }
             QuoteEvent::GeographicDetailsProvided(details) => {
                 self.geographic_done = true;
@@ -196,6 +202,7 @@ impl QuoteProjection for QuoteSummaryProjection {
                     update.push_values(rows, |mut row, (quote_id, change)| {
                         row.push_bind(*quote_id)
                             .push_bind(change.status.map(Status::as_str))
+                            .push_bind(&change.applicant_name)
                             .push_bind(change.geographic_done)
                             .push_bind(change.contact_done)
                             .push_bind(change.family_done)
@@ -219,7 +226,7 @@ impl QuoteProjection for QuoteSummaryProjection {
     }
 }
 
-/// Quotes per statement: 15 parameters each stays far below both backends' limits.
+/// Quotes per statement: 16 parameters each stays far below both backends' limits.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A quote as the agent's pages show it.

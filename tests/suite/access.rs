@@ -155,6 +155,8 @@ fn table() -> Vec<Row> {
         row(get(), "/quotes/{id}", Quote::Finalized, READERS),
         row(get(), "/quotes/{id}/geographic", Quote::Saved, OWN_QUOTE),
         row(post(), "/quotes/{id}/geographic", Quote::Saved, own_quote_post("/quotes/{id}/review")),
+        row(get(), "/quotes/{id}/applicant", Quote::Saved, OWN_QUOTE),
+        row(post(), "/quotes/{id}/applicant", Quote::Saved, own_quote_post("/quotes/{id}/review")),
         row(get(), "/quotes/{id}/contact", Quote::Saved, OWN_QUOTE),
         row(post(), "/quotes/{id}/contact", Quote::Saved, own_quote_post("/quotes/{id}/review")),
         row(get(), "/quotes/{id}/family", Quote::Saved, OWN_QUOTE),
@@ -355,6 +357,7 @@ async fn form_for(
             ("city", "Pune"),
             ("postal_code", "411001"),
         ],
+        "/quotes/{id}/applicant" => vec![("applicant_name", "Meera Iyer")],
         "/quotes/{id}/contact" => vec![("email", "meera@example.com"), ("phone", "+919876543210")],
         "/quotes/{id}/family" => vec![
             ("dependents", "1"),

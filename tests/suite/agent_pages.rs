@@ -23,6 +23,7 @@ storage_tests!(
     my_quotes_lists_an_agents_quotes_and_filters_by_status,
     an_agent_withdraws_a_quote_after_confirming,
     a_form_that_is_not_utf8_is_refused_and_writes_nothing,
+    the_applicants_name_is_checked_before_submitting_and_a_correction_is_an_event_of_its_own,
 );
 
 async fn event_types(app: &TestApp, id: Uuid) -> Vec<String> {
@@ -733,5 +734,156 @@ async fn a_form_that_is_not_utf8_is_refused_and_writes_nothing(test_db: &TestDb)
             .unwrap()
             .len(),
         1
+    );
+}
+
+async fn the_applicants_name_is_checked_before_submitting_and_a_correction_is_an_event_of_its_own(
+    test_db: &TestDb,
+) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let id = start_quote(&app, "Meera Iyr").await;
+    answer(&app, id, "geographic", GEOGRAPHIC).await;
+    answer(&app, id, "contact", CONTACT).await;
+    answer(&app, id, "family", FAMILY).await;
+
+    // Check your answers shows the name first, with its Change link.
+    let review = html_page(app.get(&format!("/quotes/{id}/review")).await, 200).await;
+    let applicant = review
+        .find("<h2>Applicant</h2>")
+        .expect("the applicant's section");
+    assert!(
+        applicant < review.find("<h2>Geographic details</h2>").unwrap(),
+        "{review}"
+    );
+    assert!(review.contains("Meera Iyr"), "{review}");
+    assert!(
+        review.contains(&format!("/quotes/{id}/applicant#applicant_name")),
+        "{review}"
+    );
+
+    // The form shows the name as it is; a blank one is refused with the input kept.
+    let path = format!("/quotes/{id}/applicant");
+    let (form, version, key) = open_form(&app, &path).await;
+    assert_eq!(field(&form, "applicant_name"), "Meera Iyr");
+    let blank = app
+        .post_form(
+            &path,
+            &[
+                ("applicant_name", "  "),
+                ("version", &version),
+                ("idempotency_key", &key),
+            ],
+        )
+        .await;
+    let body = html_page(blank, 422).await;
+    assert!(body.contains("Enter the applicant&#39;s name"), "{body}");
+    assert_eq!(
+        event_types(&app, id).await.len(),
+        5,
+        "a refused form writes nothing"
+    );
+
+    // An old version is refused, what was typed kept.
+    let stale = app
+        .post_form(
+            &path,
+            &[
+                ("applicant_name", "Meera Iyer"),
+                ("version", "2"),
+                ("idempotency_key", "k2"),
+            ],
+        )
+        .await;
+    let body = html_page(stale, 409).await;
+    assert_eq!(field(&body, "applicant_name"), "Meera Iyer");
+
+    let saved = app
+        .post_form(
+            &path,
+            &[
+                ("applicant_name", "Meera Iyer"),
+                ("version", &version),
+                ("idempotency_key", &key),
+            ],
+        )
+        .await;
+    assert_is_redirect_to(&saved, &format!("/quotes/{id}/review"));
+    assert_eq!(
+        event_types(&app, id).await.last().map(String::as_str),
+        Some("ApplicantNameCorrected")
+    );
+    let review = html_page(app.get(&format!("/quotes/{id}/review")).await, 200).await;
+    assert!(
+        review.contains("Meera Iyer") && !review.contains("Meera Iyr"),
+        "{review}"
+    );
+    let row = summary::find(&app.state.db, id).await.unwrap().unwrap();
+    assert_eq!(row.applicant_name, "Meera Iyer");
+    assert_eq!(
+        row.status(),
+        Status::Saved,
+        "a correction leaves the status as it was"
+    );
+
+    // Submitted, it waits in the queue under its corrected name, and the timeline
+    // shows the correction with the name before and after.
+    let (_, version, key) = open_form(&app, &format!("/quotes/{id}/review")).await;
+    app.post_form(
+        &format!("/quotes/{id}/finalize"),
+        &[("version", &version), ("idempotency_key", &key)],
+    )
+    .await;
+    let underwriter = app.new_browser();
+    underwriter.sign_in_as("uma", &[Role::Underwriter]).await;
+    let queue = html_page(underwriter.get("/underwriting/queue").await, 200).await;
+    assert!(
+        queue.contains("Meera Iyer") && !queue.contains("Meera Iyr"),
+        "{queue}"
+    );
+    let timeline = html_page(
+        underwriter.get(&format!("/quotes/{id}/timeline")).await,
+        200,
+    )
+    .await;
+    assert!(
+        timeline.contains("Applicant&#39;s name corrected"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Applicant name: Meera Iyr → Meera Iyer"),
+        "{timeline}"
+    );
+
+    // Once submitted, the name is read-only like every answer.
+    let refused = app.get(&path).await;
+    assert_eq!(refused.status().as_u16(), 409);
+    let version = app
+        .state
+        .quotes
+        .load(id, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .version
+        .to_string();
+    let late = app
+        .post_form(
+            &path,
+            &[
+                ("applicant_name", "Someone Else"),
+                ("version", &version),
+                ("idempotency_key", "k3"),
+            ],
+        )
+        .await;
+    assert_eq!(late.status().as_u16(), 409);
+    assert_eq!(
+        summary::find(&app.state.db, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .applicant_name,
+        "Meera Iyer"
     );
 }

@@ -41,10 +41,15 @@ const KEY: &str = "idempotency_key";
 /// Every POST route the app has (`src/app.rs` and each context's `router()`), whom it
 /// is for, and the fields of its form.
 type Route = (&'static str, Who, &'static [&'static str]);
-const POST_ROUTES: [Route; 12] = [
+const POST_ROUTES: [Route; 13] = [
     ("/login", Who::SignedOut, &["username", "password"]),
     ("/logout", Who::SignedOut, &[]),
     ("/quotes", Who::Owner, &["quote_id", KEY, "applicant_name"]),
+    (
+        "/quotes/{id}/applicant",
+        Who::Owner,
+        &[VERSION, KEY, "applicant_name"],
+    ),
     (
         "/quotes/{id}/geographic",
         Who::Owner,

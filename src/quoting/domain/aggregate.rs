@@ -73,6 +73,7 @@ pub enum Action {
         reference: String,
         applicant_name: PersonName,
     },
+    CorrectApplicantName(PersonName),
     ProvideGeographic(GeographicDetails),
     ProvideContact(ContactDetails),
     ProvideFamily(FamilyDetails),
@@ -91,6 +92,7 @@ impl Action {
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Start { .. } => ActionKind::Start,
+            Action::CorrectApplicantName(_) => ActionKind::CorrectApplicantName,
             Action::ProvideGeographic(_) => ActionKind::ProvideGeographic,
             Action::ProvideContact(_) => ActionKind::ProvideContact,
             Action::ProvideFamily(_) => ActionKind::ProvideFamily,
@@ -112,6 +114,7 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Start,
+    CorrectApplicantName,
     ProvideGeographic,
     ProvideContact,
     ProvideFamily,
@@ -126,6 +129,7 @@ impl ActionKind {
     pub fn name(self) -> &'static str {
         match self {
             ActionKind::Start => "start",
+            ActionKind::CorrectApplicantName => "correct the applicant's name",
             ActionKind::ProvideGeographic => "provide geographic details",
             ActionKind::ProvideContact => "provide contact details",
             ActionKind::ProvideFamily => "provide family details",
@@ -141,7 +145,8 @@ impl ActionKind {
     fn participle(self) -> &'static str {
         match self {
             ActionKind::Start => "started",
-            ActionKind::ProvideGeographic
+            ActionKind::CorrectApplicantName
+            | ActionKind::ProvideGeographic
             | ActionKind::ProvideContact
             | ActionKind::ProvideFamily => "changed",
             ActionKind::Finalize => "submitted",
@@ -156,7 +161,8 @@ impl ActionKind {
     fn phrase(self) -> &'static str {
         match self {
             ActionKind::Start => "start a quote",
-            ActionKind::ProvideGeographic
+            ActionKind::CorrectApplicantName
+            | ActionKind::ProvideGeographic
             | ActionKind::ProvideContact
             | ActionKind::ProvideFamily => "change a quote",
             ActionKind::Finalize => "submit a quote",
@@ -265,8 +271,9 @@ impl Quote {
                 require_role(actor, Role::Agent, action)?;
                 Err(DomainError::AlreadyStarted)
             }
-            // Sections can be changed until the quote is submitted.
-            ActionKind::ProvideGeographic
+            // The name and the sections can be changed until the quote is submitted.
+            ActionKind::CorrectApplicantName
+            | ActionKind::ProvideGeographic
             | ActionKind::ProvideContact
             | ActionKind::ProvideFamily => {
                 require_agent(self, actor)?;
@@ -324,6 +331,9 @@ pub fn decide(state: &Quote, command: &Command) -> Result<Vec<QuoteEvent>, Domai
             reference: reference.clone(),
             applicant_name: applicant_name.clone(),
             agent: command.actor.username.clone(),
+        }],
+        Action::CorrectApplicantName(name) => vec![QuoteEvent::ApplicantNameCorrected {
+            applicant_name: name.clone(),
         }],
         Action::ProvideGeographic(details) => with_first_save(
             status,
@@ -405,6 +415,9 @@ pub fn evolve(mut state: Quote, event: &QuoteEvent) -> Quote {
             state.agent.clone_from(agent);
             state.status = Some(Status::Initiated);
         }
+        QuoteEvent::ApplicantNameCorrected { applicant_name } => {
+            state.applicant_name = Some(applicant_name.clone());
+        }
         QuoteEvent::GeographicDetailsProvided(details) => state.geographic = Some(details.clone()),
         QuoteEvent::ContactDetailsProvided(details) => state.contact = Some(details.clone()),
         QuoteEvent::FamilyDetailsProvided(details) => state.family = Some(details.clone()),
@@ -466,6 +479,14 @@ mod tests {
     }
     fn applicant() -> PersonName {
         PersonName::parse("Asha Rao").unwrap()
+    }
+    fn corrected() -> PersonName {
+        PersonName::parse("Asha Rao-Iyer").unwrap()
+    }
+    fn corrected_event() -> QuoteEvent {
+        QuoteEvent::ApplicantNameCorrected {
+            applicant_name: corrected(),
+        }
     }
     fn reason() -> NonEmptyText {
         NonEmptyText::parse("Income not verified").unwrap()
@@ -568,9 +589,10 @@ mod tests {
     }
 
     /// Every action, each given by the person who would normally give it.
-    fn every_action() -> [(Actor, Action); 9] {
+    fn every_action() -> [(Actor, Action); 10] {
         [
             (alice(), start()),
+            (alice(), Action::CorrectApplicantName(corrected())),
             (alice(), Action::ProvideGeographic(geographic())),
             (alice(), Action::ProvideContact(contact())),
             (alice(), Action::ProvideFamily(family())),
@@ -588,7 +610,7 @@ mod tests {
     fn every_status_answers_every_action_as_the_lifecycle_table_says() {
         use ActionKind as A;
         use Status as S;
-        type Row = (&'static str, Vec<QuoteEvent>, [Outcome; 9]);
+        type Row = (&'static str, Vec<QuoteEvent>, [Outcome; 10]);
         let not_found = || Err(DomainError::QuoteNotFound);
         let rows: Vec<Row> = vec![
             (
@@ -604,6 +626,7 @@ mod tests {
                     not_found(),
                     not_found(),
                     not_found(),
+                    not_found(),
                 ],
             ),
             (
@@ -611,6 +634,7 @@ mod tests {
                 started(),
                 [
                     Err(DomainError::AlreadyStarted),
+                    Ok(vec![corrected_event()]),
                     Ok(vec![
                         QuoteEvent::GeographicDetailsProvided(geographic()),
                         saved_event(),
@@ -637,6 +661,7 @@ mod tests {
                 saved_with_geographic_only(),
                 [
                     Err(DomainError::AlreadyStarted),
+                    Ok(vec![corrected_event()]),
                     Ok(vec![QuoteEvent::GeographicDetailsProvided(geographic())]),
                     Ok(vec![QuoteEvent::ContactDetailsProvided(contact())]),
                     Ok(vec![QuoteEvent::FamilyDetailsProvided(family())]),
@@ -654,6 +679,7 @@ mod tests {
                 saved_and_complete(),
                 [
                     Err(DomainError::AlreadyStarted),
+                    Ok(vec![corrected_event()]),
                     Ok(vec![QuoteEvent::GeographicDetailsProvided(geographic())]),
                     Ok(vec![QuoteEvent::ContactDetailsProvided(contact())]),
                     Ok(vec![QuoteEvent::FamilyDetailsProvided(family())]),
@@ -672,6 +698,7 @@ mod tests {
                 finalized(),
                 [
                     Err(DomainError::AlreadyStarted),
+                    refused(A::CorrectApplicantName, S::Finalized),
                     refused(A::ProvideGeographic, S::Finalized),
                     refused(A::ProvideContact, S::Finalized),
                     refused(A::ProvideFamily, S::Finalized),
@@ -695,6 +722,7 @@ mod tests {
                 history,
                 [
                     Err(DomainError::AlreadyStarted),
+                    refused(A::CorrectApplicantName, status),
                     refused(A::ProvideGeographic, status),
                     refused(A::ProvideContact, status),
                     refused(A::ProvideFamily, status),
@@ -719,7 +747,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 8 * 9, "every status and action is covered");
+        assert_eq!(cells, 8 * 10, "every status and action is covered");
     }
 
     /// Each action given by people who may not give it, on a quote where the right
@@ -757,6 +785,12 @@ mod tests {
                 saved_with_geographic_only(),
                 bob(),
                 Action::ProvideFamily(family()),
+                only_agent(),
+            ),
+            (
+                saved_and_complete(),
+                bob(),
+                Action::CorrectApplicantName(corrected()),
                 only_agent(),
             ),
             (saved_and_complete(), bob(), Action::Finalize, only_agent()),

@@ -23,6 +23,10 @@ pub enum QuoteEvent {
         /// Username of the agent who started the quote.
         agent: String,
     },
+    /// The agent corrected the applicant's name given when the quote was started.
+    ApplicantNameCorrected {
+        applicant_name: PersonName,
+    },
     GeographicDetailsProvided(GeographicDetails),
     ContactDetailsProvided(ContactDetails),
     FamilyDetailsProvided(FamilyDetails),
@@ -61,6 +65,7 @@ pub enum QuoteEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
     QuoteStarted,
+    ApplicantNameCorrected,
     GeographicDetailsProvided,
     ContactDetailsProvided,
     FamilyDetailsProvided,
@@ -73,8 +78,9 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::QuoteStarted,
+        EventKind::ApplicantNameCorrected,
         EventKind::GeographicDetailsProvided,
         EventKind::ContactDetailsProvided,
         EventKind::FamilyDetailsProvided,
@@ -90,6 +96,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::QuoteStarted => "QuoteStarted",
+            EventKind::ApplicantNameCorrected => "ApplicantNameCorrected",
             EventKind::GeographicDetailsProvided => "GeographicDetailsProvided",
             EventKind::ContactDetailsProvided => "ContactDetailsProvided",
             EventKind::FamilyDetailsProvided => "FamilyDetailsProvided",
@@ -106,6 +113,7 @@ impl EventKind {
     pub fn title(self) -> &'static str {
         match self {
             EventKind::QuoteStarted => "Quote started",
+            EventKind::ApplicantNameCorrected => "Applicant's name corrected",
             EventKind::GeographicDetailsProvided => "Geographic details provided",
             EventKind::ContactDetailsProvided => "Contact details provided",
             EventKind::FamilyDetailsProvided => "Family details provided",
@@ -159,6 +167,7 @@ impl QuoteEvent {
     pub fn kind(&self) -> EventKind {
         match self {
             QuoteEvent::QuoteStarted { .. } => EventKind::QuoteStarted,
+            QuoteEvent::ApplicantNameCorrected { .. } => EventKind::ApplicantNameCorrected,
             QuoteEvent::GeographicDetailsProvided(_) => EventKind::GeographicDetailsProvided,
             QuoteEvent::ContactDetailsProvided(_) => EventKind::ContactDetailsProvided,
             QuoteEvent::FamilyDetailsProvided(_) => EventKind::FamilyDetailsProvided,
@@ -242,7 +251,8 @@ impl QuoteEvent {
     pub fn status_change(&self) -> Option<(Option<Status>, Status)> {
         match self {
             QuoteEvent::QuoteStarted { .. } => Some((None, Status::Initiated)),
-            QuoteEvent::GeographicDetailsProvided(_)
+            QuoteEvent::ApplicantNameCorrected { .. }
+            | QuoteEvent::GeographicDetailsProvided(_)
             | QuoteEvent::ContactDetailsProvided(_)
             | QuoteEvent::FamilyDetailsProvided(_) => None,
             QuoteEvent::QuoteSaved { from, to }
@@ -268,6 +278,9 @@ mod tests {
                 reference: "Q-7K3M9P".into(),
                 applicant_name: PersonName::parse("Asha Rao").unwrap(),
                 agent: "alice".into(),
+            },
+            QuoteEvent::ApplicantNameCorrected {
+                applicant_name: PersonName::parse("Asha Rao-Iyer").unwrap(),
             },
             QuoteEvent::GeographicDetailsProvided(
                 GeographicDetails::parse("IN", "Maharashtra", "Mumbai", "400001").unwrap(),
@@ -315,6 +328,7 @@ mod tests {
             types,
             [
                 "QuoteStarted",
+                "ApplicantNameCorrected",
                 "GeographicDetailsProvided",
                 "ContactDetailsProvided",
                 "FamilyDetailsProvided",
@@ -386,6 +400,7 @@ mod tests {
             titles,
             [
                 "Quote started",
+                "Applicant's name corrected",
                 "Geographic details provided",
                 "Contact details provided",
                 "Family details provided",
@@ -409,6 +424,7 @@ mod tests {
             changes,
             [
                 Some((None, Status::Initiated)),
+                None,
                 None,
                 None,
                 None,

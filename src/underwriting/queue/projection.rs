@@ -23,10 +23,11 @@ const INSERT: &str = "INSERT INTO approval_queue \
 /// referrals) leaves a column as it was. `waiting` says whether the quote now waits
 /// (TRUE), is back with its agent (FALSE) or neither changed (NULL); a quote that
 /// waits again keeps its first submission.
-const CHANGES: &str = "WITH changes (quote_id, country, region, dependents, waiting, \
+const CHANGES: &str = "WITH changes (quote_id, applicant_name, country, region, dependents, waiting, \
     submitted_at, first_submission, referrals) AS (";
 
 const UPDATE_FROM_CHANGES: &str = ") UPDATE approval_queue SET \
+    applicant_name = COALESCE(changes.applicant_name, approval_queue.applicant_name), \
     country = COALESCE(changes.country, approval_queue.country), \
     region = COALESCE(changes.region, approval_queue.region), \
     dependents = COALESCE(changes.dependents, approval_queue.dependents), \
@@ -45,7 +46,7 @@ const DELETE: &str = "DELETE FROM approval_queue WHERE quote_id IN (";
 /// with one row read.
 const MOVE_TOTAL: &str = "UPDATE approval_queue_total SET waiting = waiting + $1 WHERE id = 1";
 
-/// Quotes per statement: 11 parameters each stays far below both backends' limits.
+/// Quotes per statement: at most 11 parameters each stays far below both backends' limits.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// What one quote's events in a batch do to its row, merged so that each quote is
@@ -55,6 +56,8 @@ struct Change {
     started: Option<(String, String, String)>,
     /// Approved, rejected or withdrawn: the quote is gone for good.
     ended: bool,
+    /// The applicant's name as last corrected.
+    applicant_name: Option<String>,
     country: Option<String>,
     region: Option<String>,
     dependents: Option<i32>,
@@ -83,6 +86,12 @@ impl Change {
             } => {
                 self.started = Some((reference.clone(), applicant_name.to_string(), agent.clone()));
             }
+            QuoteEvent::ApplicantNameCorrected { applicant_name } => {
+                if let Some((_, started_as, _)) = &mut self.started {
+                    *started_as = applicant_name.to_string();
+                }
+                self.applicant_name = Some(applicant_name.to_string());
+            }
             QuoteEvent::GeographicDetailsProvided(details) => {
                 self.country = Some(details.country().as_str().to_owned());
                 self.region = Some(details.region().as_str().to_owned());
@@ -107,7 +116,8 @@ impl Change {
     }
 
     fn changes_row(&self) -> bool {
-        self.country.is_some()
+        self.applicant_name.is_some()
+            || self.country.is_some()
             || self.region.is_some()
             || self.dependents.is_some()
             || self.waiting.is_some()
@@ -185,6 +195,7 @@ impl Writes {
                 let mut update = sqlx::QueryBuilder::new(CHANGES);
                 update.push_values(rows, |mut row, (quote_id, change)| {
                     row.push_bind(*quote_id)
+                        .push_bind(&change.applicant_name)
                         .push_bind(&change.country)
                         .push_bind(&change.region)
                         .push_bind(change.dependents)
