@@ -19,7 +19,8 @@ const DATABASES = (process.env.QUOTELINE_BROWSER_DATABASES ?? '').split(/\s+/).f
 assert.ok(BIN, 'QUOTELINE_BIN must name the quoteline binary (tests/browser/run sets it)');
 assert.ok(DATABASES.length > 0, 'QUOTELINE_BROWSER_DATABASES must name a database (tests/browser/run sets it)');
 
-const APPLICANT = 'Meera Iyer';
+const APPLICANT = 'Meera Iyr';
+const APPLICANT_CORRECTED = 'Meera Iyer';
 const REFERRAL_NOTE = 'Please check the phone number with the applicant.';
 
 for (const databaseUrl of DATABASES) {
@@ -155,10 +156,14 @@ for (const databaseUrl of DATABASES) {
       );
     });
 
-    step('the agent checks the answers and submits the quote', async () => {
+    step('the agent checks the answers, corrects the applicant\'s name and submits the quote', async () => {
       const agent = people.agent;
+      await agent.visit(() => agent.press(agent.page.getByRole('link', { name: 'Change applicant name' })), {
+        title: /^The applicant's name/,
+      });
+      await agent.typeAndSubmit([['Applicant name', APPLICANT_CORRECTED]], { title: /^Check your answers/ });
       const answers = await agent.page.locator('dl.summary-list').allInnerTexts();
-      for (const text of ['India', 'Karnataka', 'Bengaluru', '560001', 'meera@example.com', 'Arjun Iyer', 'Kavya Iyer']) {
+      for (const text of [APPLICANT_CORRECTED, 'India', 'Karnataka', 'Bengaluru', '560001', 'meera@example.com', 'Arjun Iyer', 'Kavya Iyer']) {
         assert.ok(answers.some((list) => list.includes(text)), `check your answers shows ${text}`);
       }
       await agent.visit(() => agent.press(agent.page.getByRole('button', { name: 'Submit for approval' })), {
@@ -234,6 +239,18 @@ for (const databaseUrl of DATABASES) {
       });
       await assert.doesNotReject(auditor.page.getByText(REFERRAL_NOTE).first().waitFor());
       assert.match(await auditor.page.locator('#as-of-status').innerText(), /Saved/);
+      // What changed between the referral and the approval: the phone number, by the agent.
+      await auditor.visit(() => auditor.page.getByRole('link', { name: 'Back to the timeline' }).click(), {
+        title: new RegExp(`^Timeline of quote ${reference}`),
+      });
+      await referral.getByLabel('Compare from this event').check();
+      await entries.first().getByLabel('Compare to this event').check();
+      await auditor.visit(() => auditor.page.getByRole('button', { name: 'Compare the chosen events' }).click(), {
+        title: new RegExp(`^Quote ${reference}: event \\d+ compared with event \\d+`),
+      });
+      const differences = auditor.page.locator('tr.compare__difference');
+      assert.equal(await differences.count(), 1, 'one answer differs');
+      assert.match(await differences.first().innerText(), /Phone number\s+\+919876543210\s+\+919876543211\s+Event \d+ by asha/);
       await auditor.goto('/audit/verify', { title: /^Hash-chain verification/ });
       await auditor.visit(() => auditor.page.getByRole('button', { name: 'Check the chain now' }).click(), {
         title: /^Hash-chain verification/,
