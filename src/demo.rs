@@ -866,8 +866,15 @@ impl Household {
                     rng.random_range(0..1000),
                     rng.random_range(0..10_000)
                 );
+                // One applicant in four would rather be phoned.
+                let preferred = if self.number.is_multiple_of(4) {
+                    "phone"
+                } else {
+                    "email"
+                };
                 Action::ProvideContact(
-                    ContactDetails::parse(&email, &phone).expect("valid generated contact details"),
+                    ContactDetails::parse_with(&email, &phone, preferred)
+                        .expect("valid generated contact details"),
                 )
             }
             _ => {

@@ -278,6 +278,7 @@ mod tests {
                 ),
                 ("Email: m@example.com".to_owned(), vec![(9, "asha")]),
                 ("Phone number: +919876543210".to_owned(), vec![(9, "asha")]),
+                ("Preferred contact: Email".to_owned(), vec![(9, "asha")]),
                 ("Number of dependents: 2 → 3".to_owned(), vec![(8, "asha")]),
                 ("Child added: Asha".to_owned(), vec![(8, "asha")]),
             ]

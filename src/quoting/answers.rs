@@ -34,6 +34,7 @@ impl Quote {
             Field::PostalCode => geographic.map(|g| g.postal_code().to_string()),
             Field::Email => contact.map(|c| c.email().to_string()),
             Field::Phone => contact.map(|c| c.phone().to_string()),
+            Field::PreferredContact => contact.map(|c| c.preferred_contact().label().to_owned()),
             Field::Dependents => family.map(|f| f.dependents().to_string()),
             Field::SpouseName => family.and_then(|f| f.spouse_name()).map(|s| s.to_string()),
             Field::Children => family.map(|_| self.children().join("\n")),
@@ -73,7 +74,7 @@ pub fn section_title(field: Field) -> &'static str {
     match field {
         Field::ApplicantName => APPLICANT_TITLE,
         Field::Country | Field::Region | Field::City | Field::PostalCode => GEOGRAPHIC_TITLE,
-        Field::Email | Field::Phone => CONTACT_TITLE,
+        Field::Email | Field::Phone | Field::PreferredContact => CONTACT_TITLE,
         Field::Dependents | Field::SpouseName | Field::Children | Field::Child(_) => FAMILY_TITLE,
     }
 }
@@ -117,7 +118,10 @@ pub fn answers_of(quote: &Quote) -> Vec<AnswerSection> {
         sections.push(AnswerSection {
             slug: "contact",
             title: CONTACT_TITLE,
-            rows: rows(&[Field::Email, Field::Phone], "Not given"),
+            rows: rows(
+                &[Field::Email, Field::Phone, Field::PreferredContact],
+                "Not given",
+            ),
         });
     }
     if quote.family.is_some() {

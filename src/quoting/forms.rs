@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::domain::{
     Action, COUNTRIES, ContactDetails, FamilyDetails, Field, GeographicDetails, InvalidFields,
-    PersonName, Quote,
+    PersonName, PreferredContact, Quote,
 };
 use crate::web::{AppError, FieldErrors, Layout};
 
@@ -33,6 +33,7 @@ impl InputName for Field {
             Field::PostalCode => "postal_code".into(),
             Field::Email => "email".into(),
             Field::Phone => "phone".into(),
+            Field::PreferredContact => "preferred_contact".into(),
             Field::Dependents => "dependents".into(),
             Field::SpouseName => "spouse_name".into(),
             Field::Children => "children".into(),
@@ -204,6 +205,9 @@ pub struct ContactForm {
     email: String,
     #[serde(default)]
     phone: String,
+    /// Absent from a page drawn before the question was asked: read as email, as
+    /// contact details recorded before it are.
+    preferred_contact: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -217,23 +221,32 @@ struct ContactPage {
     errors: FieldErrors,
     notice: Option<&'static str>,
     form: ContactForm,
+    choices: [PreferredContact; 2],
 }
 
 impl SectionForm for ContactForm {
     const SLUG: &'static str = "contact";
 
     fn from_quote(quote: &Quote) -> Self {
-        quote
-            .contact
-            .as_ref()
-            .map_or_else(Self::default, |c| ContactForm {
+        quote.contact.as_ref().map_or_else(
+            || ContactForm {
+                preferred_contact: Some(PreferredContact::default().as_str().to_owned()),
+                ..Self::default()
+            },
+            |c| ContactForm {
                 email: c.email().as_str().to_owned(),
                 phone: c.phone().as_str().to_owned(),
-            })
+                preferred_contact: Some(c.preferred_contact().as_str().to_owned()),
+            },
+        )
     }
 
     fn parse(&self) -> Result<Action, InvalidFields> {
-        ContactDetails::parse(&self.email, &self.phone).map(Action::ProvideContact)
+        let preferred = self
+            .preferred_contact
+            .as_deref()
+            .unwrap_or(PreferredContact::default().as_str());
+        ContactDetails::parse_with(&self.email, &self.phone, preferred).map(Action::ProvideContact)
     }
 
     fn render(self, c: FormContext) -> Response {
@@ -246,6 +259,7 @@ impl SectionForm for ContactForm {
             errors: c.errors,
             notice: c.notice,
             form: self,
+            choices: PreferredContact::ALL,
         }
         .into_response()
     }

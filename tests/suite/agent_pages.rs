@@ -24,6 +24,7 @@ storage_tests!(
     an_agent_withdraws_a_quote_after_confirming,
     a_form_that_is_not_utf8_is_refused_and_writes_nothing,
     the_applicants_name_is_checked_before_submitting_and_a_correction_is_an_event_of_its_own,
+    the_contact_page_asks_how_the_applicant_prefers_to_be_contacted,
 );
 
 async fn event_types(app: &TestApp, id: Uuid) -> Vec<String> {
@@ -886,4 +887,62 @@ async fn the_applicants_name_is_checked_before_submitting_and_a_correction_is_an
             .applicant_name,
         "Meera Iyer"
     );
+}
+
+async fn the_contact_page_asks_how_the_applicant_prefers_to_be_contacted(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    app.sign_in_as("asha", &[Role::Agent]).await;
+    let id = start_quote(&app, "Meera Iyer").await;
+    answer(&app, id, "geographic", GEOGRAPHIC).await;
+    let path = format!("/quotes/{id}/contact");
+
+    // Email is chosen until the agent says otherwise.
+    let (form, version, key) = open_form(&app, &path).await;
+    assert!(
+        form.contains(r#"id="preferred_contact" name="preferred_contact" value="email" checked"#),
+        "{form}"
+    );
+    assert!(form.contains(r#"value="phone">"#), "{form}");
+
+    // A choice that is not offered is refused beside the question.
+    let mut fields = CONTACT.to_vec();
+    fields.extend([
+        ("preferred_contact", "fax"),
+        ("version", &version),
+        ("idempotency_key", &key),
+    ]);
+    let body = html_page(app.post_form(&path, &fields).await, 422).await;
+    assert!(
+        body.contains("Choose how the applicant prefers to be contacted"),
+        "{body}"
+    );
+    assert!(body.contains(r##"href="#preferred_contact""##), "{body}");
+
+    let mut fields = CONTACT.to_vec();
+    fields.extend([
+        ("preferred_contact", "phone"),
+        ("version", &version),
+        ("idempotency_key", &key),
+    ]);
+    let saved = app.post_form(&path, &fields).await;
+    assert_is_redirect_to(&saved, &format!("/quotes/{id}/family"));
+    let events = app.state.store.read_stream(id, 0).await.unwrap();
+    let contact = events.last().unwrap();
+    assert_eq!(
+        (contact.event_type.as_str(), contact.schema_version),
+        ("ContactDetailsProvided", 2)
+    );
+    assert_eq!(contact.payload["preferred_contact"], "phone");
+
+    let (form, _, _) = open_form(&app, &path).await;
+    assert!(
+        form.contains(
+            r#"id="preferred_contact-phone" name="preferred_contact" value="phone" checked"#
+        ),
+        "{form}"
+    );
+    answer(&app, id, "family", FAMILY).await;
+    let review = html_page(app.get(&format!("/quotes/{id}/review")).await, 200).await;
+    assert!(review.contains("<dt>Preferred contact</dt>"), "{review}");
+    assert!(review.contains("<dd>Phone</dd>"), "{review}");
 }

@@ -30,4 +30,5 @@ mod server;
 mod sessions;
 mod sign_in_abuse;
 mod snapshots;
+mod upcasting;
 mod web;

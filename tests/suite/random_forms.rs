@@ -58,7 +58,7 @@ const POST_ROUTES: [Route; 13] = [
     (
         "/quotes/{id}/contact",
         Who::Owner,
-        &[VERSION, KEY, "email", "phone"],
+        &[VERSION, KEY, "email", "phone", "preferred_contact"],
     ),
     (
         "/quotes/{id}/family",
@@ -90,7 +90,7 @@ const POST_ROUTES: [Route; 13] = [
 ];
 
 /// The names the app's forms use.
-const FIELD_NAMES: [&str; 18] = [
+const FIELD_NAMES: [&str; 19] = [
     "csrf_token",
     "version",
     "idempotency_key",
@@ -102,6 +102,7 @@ const FIELD_NAMES: [&str; 18] = [
     "postal_code",
     "email",
     "phone",
+    "preferred_contact",
     "dependents",
     "spouse_name",
     "children",
@@ -112,7 +113,7 @@ const FIELD_NAMES: [&str; 18] = [
 ];
 
 /// Values that get a field past its first check, so that the next one is reached.
-const LIKELY_VALUES: [&str; 17] = [
+const LIKELY_VALUES: [&str; 19] = [
     "",
     "0",
     "1",
@@ -124,6 +125,8 @@ const LIKELY_VALUES: [&str; 17] = [
     "411001",
     "a@example.com",
     "+91 98765 43210",
+    "email",
+    "phone",
     "Meera Iyer",
     "save",
     "add-child",

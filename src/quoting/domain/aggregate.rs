@@ -34,7 +34,7 @@ pub struct Quote {
 impl Quote {
     /// Version of this struct's serialised shape. Bump it whenever a field changes so
     /// that snapshots of the old shape are ignored rather than misread.
-    pub const SCHEMA_VERSION: i32 = 1;
+    pub const SCHEMA_VERSION: i32 = 2;
 
     pub fn is_started(&self) -> bool {
         self.status.is_some()

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sections::{ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName};
 use super::status::Status;
+use super::upcast;
 use crate::eventstore::{NewEvent, RecordedEvent};
 use crate::kernel::Role;
 
@@ -159,9 +160,9 @@ impl std::str::FromStr for EventKind {
 }
 
 impl QuoteEvent {
-    /// Version of the payload shapes below. Bump it (and teach `from_stored` to read
-    /// the old version) whenever a payload changes in a way old readers cannot follow.
-    pub const SCHEMA_VERSION: i32 = 1;
+    /// Version of the payload shapes below, the one written. A payload changes shape
+    /// by a new step in `upcast`, which reads every older version as this one.
+    pub const SCHEMA_VERSION: i32 = upcast::CURRENT;
 
     /// Which kind of event this is, without its data.
     pub fn kind(&self) -> EventKind {
@@ -197,19 +198,15 @@ impl QuoteEvent {
             .unwrap_or_default()
     }
 
-    /// Rebuilds an event from a stored row.
+    /// Rebuilds an event from a stored row, of any version this build knows: the
+    /// payload is read through the upcasters (the stored one is left as it is).
     pub fn from_stored(
         event_type: &str,
         schema_version: i32,
         payload: serde_json::Value,
     ) -> Result<Self, serde_json::Error> {
-        if schema_version != Self::SCHEMA_VERSION {
-            return Err(serde_json::Error::custom(format!(
-                "{event_type} event has schema version {schema_version}, \
-                 but this build reads only version {}",
-                Self::SCHEMA_VERSION
-            )));
-        }
+        let payload = upcast::upcast(event_type, schema_version, payload)
+            .map_err(serde_json::Error::custom)?;
         serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
     }
 
@@ -367,19 +364,43 @@ mod tests {
         );
         assert_eq!(
             event.to_payload(),
-            json!({"email": "a@example.com", "phone": "+14155550100"})
+            json!({"email": "a@example.com", "phone": "+14155550100", "preferred_contact": "email"})
         );
     }
 
     #[test]
     fn an_unknown_schema_version_is_refused_with_a_clear_error() {
         let error =
-            QuoteEvent::from_stored("QuoteSaved", 2, json!({"from": "Initiated", "to": "Saved"}))
+            QuoteEvent::from_stored("QuoteSaved", 3, json!({"from": "Initiated", "to": "Saved"}))
                 .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "QuoteSaved event has schema version 2, but this build reads only version 1"
+            "QuoteSaved event has schema version 3, but this build reads versions 1 to 2"
         );
+    }
+
+    #[test]
+    fn a_version_one_contact_event_reads_as_preferring_email_and_a_new_one_keeps_its_choice() {
+        let stored = json!({"email": "a@example.com", "phone": "+14155550100"});
+        let event = QuoteEvent::from_stored("ContactDetailsProvided", 1, stored).unwrap();
+        assert_eq!(
+            event,
+            QuoteEvent::ContactDetailsProvided(
+                ContactDetails::parse("a@example.com", "+14155550100").unwrap()
+            )
+        );
+        let phone = QuoteEvent::ContactDetailsProvided(
+            ContactDetails::parse_with("a@example.com", "+14155550100", "phone").unwrap(),
+        );
+        assert_eq!(phone.encode().schema_version, 2);
+        let read = QuoteEvent::from_stored("ContactDetailsProvided", 2, phone.to_payload());
+        assert_eq!(read.unwrap(), phone);
+        // Without the upcaster a version-one payload does not read at all.
+        let bare: Result<QuoteEvent, _> = serde_json::from_value(json!({
+            "type": "ContactDetailsProvided",
+            "data": {"email": "a@example.com", "phone": "+14155550100"}
+        }));
+        assert!(bare.is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub enum Field {
     PostalCode,
     Email,
     Phone,
+    PreferredContact,
     Dependents,
     SpouseName,
     /// The list of children as a whole (too many of them).
@@ -27,7 +28,7 @@ pub enum Field {
 impl Field {
     /// Every single-valued answer, in the order the pages ask for them. Children
     /// are a list, compared and shown entry by entry.
-    pub const ANSWERS: [Field; 9] = [
+    pub const ANSWERS: [Field; 10] = [
         Field::ApplicantName,
         Field::Country,
         Field::Region,
@@ -35,6 +36,7 @@ impl Field {
         Field::PostalCode,
         Field::Email,
         Field::Phone,
+        Field::PreferredContact,
         Field::Dependents,
         Field::SpouseName,
     ];
@@ -50,6 +52,7 @@ impl Field {
             Field::PostalCode => "Postal code",
             Field::Email => "Email",
             Field::Phone => "Phone number",
+            Field::PreferredContact => "Preferred contact",
             Field::Dependents => "Number of dependents",
             Field::SpouseName => "Spouse name",
             Field::Children => "Children",

@@ -7,6 +7,7 @@ pub mod events;
 pub mod fields;
 pub mod sections;
 pub mod status;
+pub mod upcast;
 
 pub use aggregate::{Action, ActionKind, Command, DomainError, Quote, decide, evolve, fold};
 pub use countries::COUNTRIES;
@@ -14,6 +15,6 @@ pub use events::{EventKind, QuoteEvent};
 pub use fields::{Field, Invalid, InvalidFields};
 pub use sections::{
     City, ContactDetails, CountryCode, Email, FamilyDetails, GeographicDetails, NonEmptyText,
-    PersonName, PhoneNumber, PostalCode, Region,
+    PersonName, PhoneNumber, PostalCode, PreferredContact, Region,
 };
 pub use status::{Status, UnknownStatus};

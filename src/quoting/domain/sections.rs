@@ -535,21 +535,77 @@ impl GeographicDetails {
     }
 }
 
+/// How the applicant prefers to be contacted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferredContact {
+    #[default]
+    Email,
+    Phone,
+}
+
+impl PreferredContact {
+    pub const ALL: [PreferredContact; 2] = [PreferredContact::Email, PreferredContact::Phone];
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        PreferredContact::ALL
+            .into_iter()
+            .find(|choice| choice.as_str() == input.trim())
+            .ok_or_else(|| "Choose how the applicant prefers to be contacted".to_owned())
+    }
+
+    /// As stored and as a form sends it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreferredContact::Email => "email",
+            PreferredContact::Phone => "phone",
+        }
+    }
+
+    /// In the words of the pages.
+    pub fn label(self) -> &'static str {
+        match self {
+            PreferredContact::Email => "Email",
+            PreferredContact::Phone => "Phone",
+        }
+    }
+}
+
 /// How to reach the applicant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactDetails {
     email: Email,
     phone: PhoneNumber,
+    preferred_contact: PreferredContact,
 }
 
 impl ContactDetails {
+    /// The details of an applicant who prefers email.
     pub fn parse(email: &str, phone: &str) -> Result<Self, InvalidFields> {
-        match (Email::parse(email), PhoneNumber::parse(phone)) {
-            (Ok(email), Ok(phone)) => Ok(Self { email, phone }),
-            (email, phone) => {
+        Self::parse_with(email, phone, PreferredContact::Email.as_str())
+    }
+
+    /// Builds the section from the form's raw fields, reporting every invalid field.
+    pub fn parse_with(
+        email: &str,
+        phone: &str,
+        preferred_contact: &str,
+    ) -> Result<Self, InvalidFields> {
+        match (
+            Email::parse(email),
+            PhoneNumber::parse(phone),
+            PreferredContact::parse(preferred_contact),
+        ) {
+            (Ok(email), Ok(phone), Ok(preferred_contact)) => Ok(Self {
+                email,
+                phone,
+                preferred_contact,
+            }),
+            (email, phone, preferred_contact) => {
                 let mut errors = InvalidFields::default();
                 errors.record(Field::Email, &email);
                 errors.record(Field::Phone, &phone);
+                errors.record(Field::PreferredContact, &preferred_contact);
                 Err(errors)
             }
         }
@@ -561,6 +617,10 @@ impl ContactDetails {
 
     pub fn phone(&self) -> &PhoneNumber {
         &self.phone
+    }
+
+    pub fn preferred_contact(&self) -> PreferredContact {
+        self.preferred_contact
     }
 }
 
@@ -1195,6 +1255,22 @@ mod tests {
             errors.message_for(Field::Phone),
             Some("Enter a phone number with its country code, like +91 98765 43210")
         );
+    }
+
+    #[test]
+    fn contact_details_say_how_the_applicant_prefers_to_be_contacted() {
+        let default = ContactDetails::parse("a@example.com", "+91 98765 43210").unwrap();
+        assert_eq!(default.preferred_contact(), PreferredContact::Email);
+        let phone = ContactDetails::parse_with("a@example.com", "+91 98765 43210", " phone ");
+        assert_eq!(phone.unwrap().preferred_contact(), PreferredContact::Phone);
+
+        let errors = ContactDetails::parse_with("asha", "+91 98765 43210", "fax").unwrap_err();
+        assert_eq!(errors.0.len(), 2, "{errors}");
+        assert_eq!(
+            errors.message_for(Field::PreferredContact),
+            Some("Choose how the applicant prefers to be contacted")
+        );
+        assert!(ContactDetails::parse_with("a@example.com", "+91 98765 43210", "").is_err());
     }
 
     #[test]
