@@ -154,8 +154,9 @@ impl EventStore {
 /// The stream's events with a version above `after_version`, in order, read inside
 /// the caller's unit of work (a projection catching up within an append's
 /// transaction sees the events written before it in that transaction). Archived
-/// events come first; the hot rows are read before the archive's manifest, so an
-/// event moved between the two reads is found (and kept once).
+/// events come first. The hot rows and whether the manifest holds more of the
+/// stream are one statement (one snapshot); only then are segments read, and the
+/// manifest again, so an event moved meanwhile is found (and kept once).
 pub async fn read_stream_in(
     mut conn: Conn<'_>,
     stream_id: Uuid,
@@ -165,8 +166,13 @@ pub async fn read_stream_in(
     let rows: Vec<sql::EventRow> = on_backend!(conn.reborrow(), c => {
         sqlx::query_as(query).bind(stream_id).bind(after_version).fetch_all(&mut *c).await?
     });
-    let hot: Vec<RecordedEvent> = rows.into_iter().map(RecordedEvent::from).collect();
-    if hot.first().is_some_and(|e| e.version == after_version + 1) {
+    let archived_beyond = rows.first().is_some_and(sql::EventRow::is_archived_marker);
+    let hot: Vec<RecordedEvent> = rows
+        .into_iter()
+        .filter(|row| !row.is_archived_marker())
+        .map(RecordedEvent::from)
+        .collect();
+    if !archived_beyond {
         return Ok(hot);
     }
     let mut events = archive::stream_after(conn, stream_id, after_version).await?;

@@ -42,6 +42,15 @@ macro_rules! pg_commit {
     };
 }
 
+/// The marker row's columns after `position, stream_id`: literals each backend
+/// reads as the column's type (PostgreSQL types a UNION's untyped literals by the
+/// first branch); nothing but the version means anything.
+macro_rules! archived_marker {
+    () => {
+        "-1, stream_id, '', 0, '{}', '', '1970-01-01T00:00:00Z', NULL, '', '', 0"
+    };
+}
+
 pub const INSERT_EVENT_SQLITE: &str = concat!(
     "INSERT INTO events (",
     event_columns!(),
@@ -86,7 +95,7 @@ impl Sql {
 
 /// A read of events; the text after the column list is the same on both backends.
 macro_rules! select_events {
-    ($($tail:literal),+) => {
+    ($($tail:expr),+) => {
         Sql {
             sqlite: concat!("SELECT ", event_columns!(), ", position AS commit_seq ", $($tail),+),
             postgres: concat!("SELECT ", event_columns!(), ", ", pg_commit!(), " ", $($tail),+),
@@ -109,8 +118,26 @@ pub const SELECT_STREAM_FROM: Sql =
 /// The events of several streams: the caller binds the ids and closes the list.
 pub const SELECT_STREAMS: Sql = select_events!("FROM events WHERE stream_id IN (");
 
-pub const SELECT_STREAM_AFTER: Sql =
-    select_events!("FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version");
+/// The stream's hot events after a version and, first, a marker row (version -1)
+/// when the archive holds events of it after that version: one statement, one
+/// snapshot, and no second round trip for a stream the archive holds nothing more
+/// of (the usual read, of a quote cached at its last version).
+pub const SELECT_STREAM_AFTER: Sql = select_events!(
+    "FROM events WHERE stream_id = $1 AND version > $2 \
+     UNION ALL SELECT 0, stream_id, ",
+    archived_marker!(),
+    " FROM archived_streams WHERE stream_id = $1 AND last_version > $2 ORDER BY version"
+);
+
+/// The version of [`SELECT_STREAM_AFTER`]'s marker row.
+pub const ARCHIVED_MARKER: i64 = -1;
+
+impl EventRow {
+    /// The marker row that says the archive holds more of the stream.
+    pub fn is_archived_marker(&self) -> bool {
+        self.version == ARCHIVED_MARKER
+    }
+}
 
 /// Every event in (stream, version) order, a page at a time: the chain verifier's walk.
 pub const SELECT_BY_STREAM_PAGE: Sql = select_events!(
