@@ -343,14 +343,23 @@ async fn bad_choices_of_versions_get_a_clear_page(test_db: &TestDb) {
 }
 
 /// What the agent and the underwriter may do to a quote, every kind of event among
-/// them: sections that set, change and take away answers; submitting, referring
-/// back; and now and then an end (approved, rejected, withdrawn).
+/// them: the name corrected, sections that set, change and take away answers;
+/// submitting, referring back; and now and then an end (approved, rejected,
+/// withdrawn).
 fn actions() -> Vec<(Actor, Action)> {
+    let name = |n: &str| Action::CorrectApplicantName(PersonName::parse(n).unwrap());
     vec![
+        (asha(), name("Meera Iyer-Rao")),
         (asha(), geographic("Pune", "411001")),
         (asha(), geographic("Mumbai", "400001")),
         (asha(), contact("meera@example.com", "+919876543210")),
         (asha(), contact("m.iyer@example.com", "+919876543210")),
+        (
+            asha(),
+            Action::ProvideContact(
+                ContactDetails::parse_with("m.iyer@example.com", "+919876543211", "phone").unwrap(),
+            ),
+        ),
         (asha(), family("2", "Ravi", &["Asha"])),
         (asha(), family("3", "", &["Kiran", "Asha"])),
         (asha(), family("0", "", &[])),
@@ -373,7 +382,7 @@ fn actions() -> Vec<(Actor, Action)> {
 }
 
 fn any_history() -> impl Strategy<Value = Vec<usize>> {
-    let action = prop_oneof![30 => 0..7usize, 10 => 7..9usize, 1 => 9..12usize];
+    let action = prop_oneof![30 => 0..9usize, 10 => 9..11usize, 1 => 11..14usize];
     prop::collection::vec(action, 4..40)
 }
 
