@@ -846,14 +846,19 @@ async fn serve(state: AppState, serving: &Serving) -> anyhow::Result<()> {
              QUOTELINE_SECURE_COOKIES=false to serve over plain HTTP)."
         );
     }
-    println!("quoteline is serving on http://{address}");
-    // The metrics recorder before anything counts: the publisher starts first.
-    quoteline::telemetry::handle();
-    if let Some(publisher) = serving.publisher() {
+    let publisher = serving.publisher();
+    if let Some(publisher) = &publisher {
         println!(
             "Events are published to NATS at {} (stream {}, subjects {}.<quote id>).",
             publisher.url, publisher.stream, publisher.prefix
         );
+    }
+    // The last line printed: a supervisor may stop reading here, and a print to a
+    // closed pipe would stop the server.
+    println!("quoteline is serving on http://{address}");
+    // The metrics recorder before anything counts: the publisher starts first.
+    quoteline::telemetry::handle();
+    if let Some(publisher) = publisher {
         tokio::spawn(quoteline::publisher::run(state.db.clone(), publisher));
     }
     let state = state
