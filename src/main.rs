@@ -902,6 +902,13 @@ fn verify_file(path: &std::path::Path, expected: Option<&str>) -> anyhow::Result
     use quoteline::audit::proof::{self, Signer};
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Some(key) = expected
+        && hex::decode(key).map_or(true, |bytes| bytes.len() != 32)
+    {
+        anyhow::bail!(
+            "--key must be a public key: 64 hexadecimal digits, as /audit/verify shows it"
+        );
+    }
     let checked = match proof::check(&text, expected) {
         Ok(checked) => checked,
         Err(unreadable) => {
@@ -919,6 +926,11 @@ fn verify_file(path: &std::path::Path, expected: Option<&str>) -> anyhow::Result
     }
     match &checked.signer {
         Signer::Key(key) => println!("Signed by the installation key {key}."),
+        Signer::Unchecked(key) => println!(
+            "NOT CHECKED: the signature holds for the key the file names, {key}; anyone can \
+             sign a file with a key of their own. Give the installation's public key (shown on \
+             /audit/verify) with --key."
+        ),
         Signer::Unsigned => println!("NOT SIGNED: nothing shows which installation exported it."),
         Signer::Invalid(e) => println!("SIGNATURE INVALID: {e}."),
         Signer::OtherKey { found, expected } => {

@@ -21,7 +21,7 @@ use super::log::{self, Cursor, FilterForm};
 use super::proof::Proof;
 use super::timeline::{self, TimelineEntry};
 use super::verification::{self, VerificationRun};
-use crate::eventstore::StreamHead;
+use crate::eventstore::{StreamHead, verify_stream};
 use crate::identity::{Auditor, CurrentUser, UnderwriterOrAuditor};
 use crate::kernel::Role;
 use crate::quoting::domain::{EventKind, Quote, QuoteEvent, Status};
@@ -198,6 +198,20 @@ async fn proof_file(
     let head = head_of(&state, id).await?;
     let mut events = state.store.read_stream(id, 0).await?;
     events.truncate(usize::try_from(head.version).unwrap_or(0));
+    // The installation vouches only for a history that verifies.
+    let broken = verify_stream(id, Some(&head), &events);
+    if let Some(first) = broken.first() {
+        tracing::error!(version = first.version, problem = %first.problem, "proof refused: the quote's chain does not verify");
+        return Err(AppError::conflict(
+            "This quote's history does not verify",
+            format!(
+                "Its event {} does not match its hash chain ({}), so the installation \
+                 cannot vouch for it. Nothing was exported. `quoteline verify` reports \
+                 every mismatch.",
+                first.version, first.problem
+            ),
+        ));
+    }
     let reference = match events.first().map(QuoteEvent::decode) {
         Some(Ok(QuoteEvent::QuoteStarted { reference, .. })) => reference,
         _ => return Err(AppError::not_found()),

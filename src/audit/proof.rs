@@ -175,8 +175,11 @@ pub enum Break {
 /// Who vouches for a proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signer {
-    /// Signed, and the signature holds, by the key with this public half.
+    /// Signed by the expected key (its public half), and the signature holds.
     Key(String),
+    /// The signature holds for the key the file itself names; with no key expected,
+    /// that proves nothing (anyone can sign a forged file with a key of their own).
+    Unchecked(String),
     /// The file carries no signature.
     Unsigned,
     /// The signature does not hold.
@@ -197,7 +200,7 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// The chain is intact and a key (the expected one, when given) vouches for it.
+    /// The chain is intact and the expected key vouches for it.
     pub fn is_proven(&self) -> bool {
         self.chain.is_ok() && matches!(self.signer, Signer::Key(_))
     }
@@ -237,11 +240,14 @@ pub fn check(text: &str, expected: Option<&str>) -> Result<Checked, Unreadable> 
             match signing::verify(&seal.public_key, &signed_bytes(&document), &seal.value) {
                 Err(e) => Signer::Invalid(e),
                 Ok(()) => match expected {
-                    Some(key) if !key.eq_ignore_ascii_case(&seal.public_key) => Signer::OtherKey {
+                    None => Signer::Unchecked(seal.public_key.clone()),
+                    Some(key) if key.eq_ignore_ascii_case(&seal.public_key) => {
+                        Signer::Key(seal.public_key.clone())
+                    }
+                    Some(key) => Signer::OtherKey {
                         found: seal.public_key.clone(),
                         expected: key.to_owned(),
                     },
-                    _ => Signer::Key(seal.public_key.clone()),
                 },
             }
         }
@@ -298,7 +304,7 @@ fn walk(proof: &Proof) -> Result<(), Break> {
                 }
             });
         }
-        if content_hash(proof.quote_id, event) != event.hash {
+        if content_hash(proof.quote_id, event).as_deref() != Some(event.hash.as_str()) {
             return Err(Break::Altered {
                 version,
                 event_type: event.event_type.clone(),
@@ -327,25 +333,25 @@ fn walk(proof: &Proof) -> Result<(), Break> {
     Ok(())
 }
 
-/// The hash of an event's content as the store computes it; an unreadable time
-/// hashes as nothing any event has.
-fn content_hash(stream_id: Uuid, event: &ProvenEvent) -> String {
-    let Ok(recorded_at) = DateTime::parse_from_rfc3339(&event.recorded_at) else {
-        return String::new();
-    };
-    HashInput {
-        stream_id,
-        version: event.version,
-        event_id: event.event_id,
-        event_type: &event.event_type,
-        schema_version: event.schema_version,
-        payload: &event.payload,
-        actor: &event.actor,
-        recorded_at: recorded_at.with_timezone(&Utc),
-        request_id: event.request_id.as_deref(),
-        prev_hash: &event.prev_hash,
-    }
-    .hash()
+/// The hash of an event's content as the store computes it; none for a time that
+/// is not RFC 3339 (no stored event has one).
+fn content_hash(stream_id: Uuid, event: &ProvenEvent) -> Option<String> {
+    let recorded_at = DateTime::parse_from_rfc3339(&event.recorded_at).ok()?;
+    Some(
+        HashInput {
+            stream_id,
+            version: event.version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+            actor: &event.actor,
+            recorded_at: recorded_at.with_timezone(&Utc),
+            request_id: event.request_id.as_deref(),
+            prev_hash: &event.prev_hash,
+        }
+        .hash(),
+    )
 }
 
 #[cfg(test)]
@@ -433,7 +439,7 @@ mod tests {
             };
             list[i]["prev_hash"] = json!(prev);
             let event: ProvenEvent = serde_json::from_value(list[i].clone()).unwrap();
-            list[i]["hash"] = json!(content_hash(quote_id, &event));
+            list[i]["hash"] = json!(content_hash(quote_id, &event).unwrap());
         }
         let last = list.last().unwrap().clone();
         document["head"] = json!({"version": last["version"], "hash": last["hash"]});
@@ -442,13 +448,17 @@ mod tests {
     #[test]
     fn an_exported_history_checks_as_intact_and_signed_by_its_key() {
         let file = exported(5).to_file(Some(&key()));
-        let checked = check(&file, None).unwrap();
+        let checked = check(&file, Some(&key().public_hex())).unwrap();
         assert_eq!(checked.chain, Ok(()));
         assert_eq!(checked.signer, Signer::Key(key().public_hex()));
         assert!(checked.is_proven());
         assert_eq!((checked.events, checked.head), (5, 5));
         let expected = check(&file, Some(&key().public_hex().to_uppercase())).unwrap();
         assert!(expected.is_proven());
+        // Without the installation's key to hold it to, a signature shows nothing.
+        let unchecked = check(&file, None).unwrap();
+        assert_eq!(unchecked.signer, Signer::Unchecked(key().public_hex()));
+        assert!(!unchecked.is_proven());
 
         let unsigned = check(&exported(5).to_file(None), None).unwrap();
         assert_eq!(unsigned.chain, Ok(()));
@@ -619,7 +629,7 @@ mod tests {
             events(d)[1]["actor"] = json!("mallory");
             let quote_id: Uuid = d["quote_id"].as_str().unwrap().parse().unwrap();
             let event: ProvenEvent = serde_json::from_value(events(d)[1].clone()).unwrap();
-            events(d)[1]["hash"] = json!(content_hash(quote_id, &event));
+            events(d)[1]["hash"] = json!(content_hash(quote_id, &event).unwrap());
         });
         assert_eq!(
             check(&file, None).unwrap().chain,
@@ -628,6 +638,40 @@ mod tests {
                 previous: 2
             })
         );
+    }
+
+    #[test]
+    fn a_forgery_signed_with_the_forgers_own_key_is_caught_by_the_expected_key() {
+        let forger = InstallationKey::from_seed([13; 32]);
+        let mut document: Value = serde_json::from_str(&exported(4).to_file(Some(&key()))).unwrap();
+        events(&mut document)[1]["actor"] = json!("mallory");
+        rechain(&mut document, 1);
+        let proof: Proof = serde_json::from_value(document).unwrap();
+        let forged = proof.to_file(Some(&forger));
+
+        let unchecked = check(&forged, None).unwrap();
+        assert_eq!(unchecked.chain, Ok(()));
+        assert_eq!(unchecked.signer, Signer::Unchecked(forger.public_hex()));
+        assert!(!unchecked.is_proven());
+        let held_to_ours = check(&forged, Some(&key().public_hex())).unwrap();
+        assert!(matches!(held_to_ours.signer, Signer::OtherKey { .. }));
+        assert!(!held_to_ours.is_proven());
+    }
+
+    #[test]
+    fn an_event_whose_time_is_not_rfc_3339_is_altered_even_with_empty_hashes() {
+        let file = tampered(exported(2), |d| {
+            for event in events(d).iter_mut() {
+                event["recorded_at"] = json!("yesterday");
+                event["hash"] = json!("");
+            }
+            events(d)[1]["prev_hash"] = json!("");
+            d["head"]["hash"] = json!("");
+        });
+        assert!(matches!(
+            check(&file, None).unwrap().chain,
+            Err(Break::Altered { version: 1, .. })
+        ));
     }
 
     #[test]

@@ -142,6 +142,20 @@ async fn an_auditor_downloads_a_signed_proof_the_binary_verifies_with_no_databas
     );
     assert!(said.contains("Verified."), "{said}");
 
+    // Without the installation's key to hold it to, a signature shows nothing.
+    let (status, said) = without_a_database(&["verify", "--file", path]).await;
+    assert_eq!(status, Some(1), "{said}");
+    assert!(said.contains("The hash chain is intact"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "NOT CHECKED: the signature holds for the key the file names, {public}"
+        )),
+        "{said}"
+    );
+    let (status, said) = without_a_database(&["verify", "--file", path, "--key", "abc"]).await;
+    assert_eq!(status, Some(1), "{said}");
+    assert!(said.contains("--key must be a public key"), "{said}");
+
     // The contact details of event 7 changed in the file.
     let mut altered = document.clone();
     altered["events"][6]["payload"]["email"] = Value::from("mallory@example.com");
@@ -183,6 +197,18 @@ async fn an_auditor_downloads_a_signed_proof_the_binary_verifies_with_no_databas
         .get(&format!("/quotes/{}/proof.json", Uuid::now_v7()))
         .await;
     assert_eq!(unknown.status().as_u16(), 404);
+
+    // A history altered in the database is not vouched for.
+    quoteline::on_backend!(&test_db.db, pool => {
+        sqlx::query("UPDATE events SET actor = 'mallory' WHERE stream_id = $1 AND version = 2")
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let body = html_page(app.get(&format!("/quotes/{id}/proof.json")).await, 409).await;
+    assert!(body.contains("does not verify"), "{body}");
+    assert!(body.contains("Its event 2 does not match"), "{body}");
 }
 
 async fn an_archived_quote_exports_the_same_proof_and_without_a_key_it_is_unsigned(

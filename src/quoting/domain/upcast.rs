@@ -30,8 +30,9 @@ pub struct UnknownVersion {
 
 /// `payload`, stored at `version`, as the current version has it.
 pub fn upcast(event_type: &str, version: i32, payload: Value) -> Result<Value, UnknownVersion> {
-    let from = usize::try_from(version - 1)
-        .ok()
+    let from = version
+        .checked_sub(1)
+        .and_then(|index| usize::try_from(index).ok())
         .filter(|&index| index <= STEPS.len())
         .ok_or_else(|| UnknownVersion {
             event_type: event_type.to_owned(),
@@ -85,7 +86,7 @@ mod tests {
 
     #[test]
     fn versions_outside_the_chain_are_refused() {
-        for version in [0, -1, CURRENT + 1] {
+        for version in [0, -1, i32::MIN, CURRENT + 1] {
             assert_eq!(
                 upcast("QuoteSaved", version, json!({})),
                 Err(UnknownVersion {
