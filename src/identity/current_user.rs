@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use tower_sessions::Session;
 use uuid::Uuid;
 
-use super::sessions::{self, USER_ID};
+use super::sessions::{self, SESSION_EPOCH, USER_ID};
 use super::{csrf, users};
 use crate::kernel::{Actor, Role};
 use crate::state::AppState;
@@ -146,6 +146,16 @@ async fn signed_in(session: &Session, state: &AppState) -> Result<Option<Current
         session.flush().await.map_err(internal)?;
         return Ok(None);
     };
+    let epoch = session
+        .get::<i64>(SESSION_EPOCH)
+        .await
+        .map_err(internal)?
+        .unwrap_or_default();
+    if epoch < user.session_epoch {
+        tracing::info!(user_id = %id, "session ended: the password was changed since sign-in");
+        session.flush().await.map_err(internal)?;
+        return Ok(None);
+    }
     let csrf_token = csrf::token(session).await.map_err(internal)?;
     sessions::renew(session, state.sessions.settings().clock.now())
         .await

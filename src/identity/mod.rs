@@ -2,6 +2,7 @@
 //! server-side sessions, CSRF protection, and the extractors that tell every other
 //! context who is asking and whether they may.
 
+mod account;
 pub mod attempts;
 mod client;
 pub mod csrf;
@@ -35,4 +36,5 @@ pub fn router() -> Router<AppState> {
         .route("/", get(pages::start))
         .route("/login", get(pages::sign_in_page).post(pages::sign_in))
         .route("/logout", post(pages::sign_out))
+        .merge(account::router())
 }

@@ -17,7 +17,7 @@ use super::client::ClientAddress;
 use super::csrf;
 use super::current_user::CurrentUser;
 use super::password::SIGN_IN_WAIT;
-use super::sessions::{self, USER_ID};
+use super::sessions::{self, SESSION_EPOCH, USER_ID};
 use super::signed_out::SignedOutForm;
 use super::throttle::{wait_in_words, whole_seconds};
 use super::users::{self, MAX_USERNAME_CHARS, SignIn, UserCache};
@@ -185,6 +185,10 @@ pub async fn sign_in(
             // sign-in (session fixation) is worth nothing after it.
             session.cycle_id().await.map_err(internal)?;
             session.insert(USER_ID, user.id).await.map_err(internal)?;
+            session
+                .insert(SESSION_EPOCH, user.session_epoch)
+                .await
+                .map_err(internal)?;
             csrf::renew_token(&session).await.map_err(internal)?;
             sessions::renew(&session, now.timestamp())
                 .await

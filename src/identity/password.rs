@@ -24,6 +24,34 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 /// The shortest password `user add` accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// Why `password` would be a poor one for the person whose name and other details
+/// are `about`, in words for them: too short, or too easy to guess by zxcvbn's
+/// estimate (fewer than 10^10 guesses), with its advice. `None` for a good one.
+pub fn weakness(password: &str, about: &[&str]) -> Option<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Some(format!(
+            "Use at least {MIN_PASSWORD_CHARS} characters for your new password"
+        ));
+    }
+    let estimate = zxcvbn::zxcvbn(password, about);
+    if estimate.score() >= zxcvbn::Score::Three {
+        return None;
+    }
+    let mut words = vec!["This password would be too easy to guess".to_owned()];
+    if let Some(feedback) = estimate.feedback() {
+        words.extend(feedback.warning().map(|w| w.to_string()));
+        words.extend(feedback.suggestions().iter().map(ToString::to_string));
+    }
+    Some(
+        words
+            .iter()
+            .map(|w| w.trim_end_matches('.'))
+            .collect::<Vec<_>>()
+            .join(". ")
+            + ".",
+    )
+}
+
 /// How long a sign-in waits for a hashing thread before it is answered 503.
 pub const SIGN_IN_WAIT: Duration = Duration::from_secs(5);
 
@@ -188,6 +216,33 @@ static NO_ONES_HASH: LazyLock<String> = LazyLock::new(|| {
         .expect("argon2 hashes 32 random bytes")
         .to_string()
 });
+
+#[cfg(test)]
+mod weakness_tests {
+    use super::*;
+
+    #[test]
+    fn short_common_and_personal_passwords_are_refused_with_advice() {
+        let short = weakness("Ab3$", &[]).unwrap();
+        assert_eq!(short, "Use at least 8 characters for your new password");
+
+        let common = weakness("password123", &[]).unwrap();
+        assert!(
+            common.starts_with("This password would be too easy to guess. "),
+            "{common}"
+        );
+        assert!(
+            common.len() > "This password would be too easy to guess.".len(),
+            "{common}"
+        );
+
+        // Their own name is the first thing a guesser tries.
+        assert!(weakness("ashamehta2026", &["ashamehta"]).is_some());
+
+        assert_eq!(weakness("correct horse battery staple", &[]), None);
+        assert_eq!(weakness("tQ8#vL2!pZ9m", &["asha"]), None);
+    }
+}
 
 #[cfg(test)]
 mod tests {

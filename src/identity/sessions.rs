@@ -55,6 +55,9 @@ const DELETE_EXPIRED_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Session keys.
 pub const USER_ID: &str = "user_id";
+/// The signed-in person's session epoch when the session was given to them: the
+/// session is theirs while it is still their epoch.
+pub const SESSION_EPOCH: &str = "session_epoch";
 pub const CSRF_TOKEN: &str = "csrf_token";
 pub const RENEWED_AT: &str = "renewed_at";
 pub const SIGNED_IN_AT: &str = "signed_in_at";

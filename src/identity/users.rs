@@ -21,6 +21,9 @@ pub struct User {
     pub username: String,
     pub roles: Vec<Role>,
     pub created_at: DateTime<Utc>,
+    /// A session is theirs only while it carries this number: changing their
+    /// password moves it on, which ends every other session of theirs.
+    pub session_epoch: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +59,21 @@ const UPSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles
      VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
      roles = excluded.roles \
-     RETURNING id, username, roles, created_at";
+     RETURNING id, username, roles, created_at, session_epoch";
 
-const SELECT_USER_BY_ID: &str = "SELECT id, username, roles, created_at FROM users WHERE id = $1";
+const SELECT_USER_BY_ID: &str =
+    "SELECT id, username, roles, created_at, session_epoch FROM users WHERE id = $1";
 
-const SELECT_CREDENTIALS: &str =
-    "SELECT id, username, roles, created_at, password_hash FROM users WHERE username = $1";
+const SELECT_CREDENTIALS: &str = "SELECT id, username, roles, created_at, session_epoch, \
+     password_hash FROM users WHERE username = $1";
+
+const SELECT_CREDENTIALS_BY_ID: &str = "SELECT id, username, roles, created_at, session_epoch, \
+     password_hash FROM users WHERE id = $1";
+
+/// A new password, and every other session ended.
+const CHANGE_PASSWORD: &str = "UPDATE users SET password_hash = $2, \
+     session_epoch = session_epoch + 1 WHERE id = $1 \
+     RETURNING id, username, roles, created_at, session_epoch";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -69,6 +81,7 @@ struct UserRow {
     username: String,
     roles: String,
     created_at: DateTime<Utc>,
+    session_epoch: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -85,6 +98,7 @@ impl From<UserRow> for User {
             roles: parse_roles(&row.roles),
             username: row.username,
             created_at: row.created_at,
+            session_epoch: row.session_epoch,
         }
     }
 }
@@ -209,6 +223,7 @@ impl NewUser {
                 roles: parse_roles(&roles_text(roles)),
                 // PostgreSQL keeps microseconds: the user returned is the user stored.
                 created_at: Utc::now().trunc_subsecs(6),
+                session_epoch: 0,
             },
         })
     }
@@ -343,6 +358,55 @@ pub async fn authenticate(
         }
         _ => Ok(SignIn::Refused),
     }
+}
+
+/// Why a password was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("the current password is not right")]
+    WrongPassword,
+    #[error("the account no longer exists")]
+    Gone,
+    #[error(transparent)]
+    Busy(#[from] password::Busy),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ChangePasswordError {
+    fn from(error: sqlx::Error) -> Self {
+        ChangePasswordError::Other(error.into())
+    }
+}
+
+/// Gives the user `new` as their password once `current` proves it is them, and
+/// ends every other session of theirs (the epoch moves on). `new` must already
+/// have passed [`password::weakness`]. Returns the user as now stored.
+#[tracing::instrument(skip(db, current, new))]
+pub async fn change_password(
+    db: &Db,
+    id: Uuid,
+    current: &str,
+    new: &str,
+) -> Result<User, ChangePasswordError> {
+    let turn = password::turn().await?;
+    let row: Option<CredentialsRow> = on_backend!(db, pool => {
+        sqlx::query_as(SELECT_CREDENTIALS_BY_ID).bind(id).fetch_optional(pool).await
+    })?;
+    let Some(row) = row else {
+        return Err(ChangePasswordError::Gone);
+    };
+    if !turn.verify(current, Some(row.password_hash)).await? {
+        return Err(ChangePasswordError::WrongPassword);
+    }
+    let hash = password::hash(new).await?;
+    let row: Option<UserRow> = on_backend!(db, pool => {
+        sqlx::query_as(CHANGE_PASSWORD).bind(id).bind(hash).fetch_optional(pool).await
+    })?;
+    let user = User::from(row.ok_or(ChangePasswordError::Gone)?);
+    UserCache::shared().put(user.clone()).await;
+    tracing::info!(user_id = %id, "password changed; other sessions ended");
+    Ok(user)
 }
 
 #[cfg(test)]

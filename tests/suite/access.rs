@@ -117,6 +117,7 @@ fn row(method: Method, path: &'static str, quote: Quote, answers: [Answer; 8]) -
 fn table() -> Vec<Row> {
     let (get, post) = (|| Method::GET, || Method::POST);
     const EVERYONE: [Answer; 8] = [Page; 8];
+    const SIGNED_IN: [Answer; 8] = [SignIn, Page, Page, Page, Page, Page, Page, Page];
     const AGENTS: [Answer; 8] =
         [SignIn, Page,      Page,      Forbidden, Forbidden, Forbidden, Page,      Page];
     const OWN_QUOTE: [Answer; 8] =
@@ -175,6 +176,8 @@ fn table() -> Vec<Row> {
         row(get(), "/quotes/{id}/decided", Quote::Decided, UNDERWRITERS),
         row(get(), "/quotes/{id}/timeline", Quote::Decided, HISTORY),
         row(get(), "/quotes/{id}/compare?from=1&to=2", Quote::Decided, HISTORY),
+        row(get(), "/quotes/{id}/proof.json", Quote::Decided, AUDITORS),
+        row(get(), "/account/password", Quote::None, SIGNED_IN),
         row(get(), "/audit", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.csv", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.jsonl", Quote::Decided, AUDITORS),

@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod account;
 mod agent_pages;
 mod approval_queue;
 mod archive;
