@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use super::domain::QuoteEvent;
+use super::domain::{EventKind, QuoteEvent};
 use crate::db::{Conn, Db, Tables};
 use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
 use crate::eventstore::{CatchUpError, ProjectionError, Projector, RecordedEvent, catch_up};
@@ -151,8 +151,10 @@ impl Projector for QuoteProjector {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
+            // The store holds other streams than quotes; their events are not ours.
             let decoded = events
                 .iter()
+                .filter(|recorded| is_quote_event(recorded))
                 .map(|recorded| {
                     Ok(Projected {
                         recorded,
@@ -160,12 +162,22 @@ impl Projector for QuoteProjector {
                     })
                 })
                 .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            if decoded.is_empty() {
+                return Ok(());
+            }
             for projection in &self.projections {
                 projection.apply(conn.reborrow(), &decoded).await?;
             }
             Ok(())
         })
     }
+}
+
+/// Whether a stored event is one of a quote's: its type is a quote event's. Every
+/// event type in the store has one context's name, so the projectors of each
+/// context pick out their own (a broken payload of a quote event still fails).
+pub fn is_quote_event(recorded: &RecordedEvent) -> bool {
+    recorded.event_type.parse::<EventKind>().is_ok()
 }
 
 /// The batch's events grouped by quote, quotes in the order they first appear,

@@ -5,7 +5,9 @@
 
 use quoteline::AppState;
 use quoteline::eventstore::checkpoints::{self, CATCH_UP_PAGE, apply_new, last_position};
-use quoteline::eventstore::{Projector, RecordedEvent, catch_up};
+use quoteline::eventstore::{
+    AppendRequest, ExpectedVersion, Metadata, NewEvent, Projector, RecordedEvent, catch_up,
+};
 use quoteline::state::quote_projector;
 use uuid::Uuid;
 
@@ -17,6 +19,7 @@ storage_tests!(
     a_projection_whose_checkpoint_is_reset_catches_up_to_the_same_rows,
     applying_a_batch_twice_changes_nothing,
     a_projection_behind_catches_up_when_the_app_opens,
+    events_of_streams_that_are_not_quotes_pass_the_quote_projections_by,
 );
 
 const NAMES: [&str; 3] = ["quote_summary", "approval_queue", "audit_timeline"];
@@ -145,4 +148,51 @@ async fn a_projection_behind_catches_up_when_the_app_opens(test_db: &TestDb) {
         checkpoint_of(&reopened, "approval_queue").await,
         last_position(&reopened.db).await.unwrap()
     );
+}
+
+/// The store holds other streams than quotes (a person's, say): appending their
+/// events runs the quote projections, which leave them be, inline and catching up.
+async fn events_of_streams_that_are_not_quotes_pass_the_quote_projections_by(test_db: &TestDb) {
+    let app = AppState::open(test_db.db.clone()).await.unwrap();
+    let quotes = random_history(&app, 5, 3, 4).await;
+    let live = tables(&app.db).await;
+    let person = Uuid::now_v7();
+    let appended = app
+        .store
+        .append(AppendRequest {
+            stream_id: person,
+            expected: ExpectedVersion::NoStream,
+            events: vec![NewEvent {
+                event_type: "PersonAdded".into(),
+                schema_version: 1,
+                payload: serde_json::json!({"username": "asha", "roles": ["agent"]}),
+            }],
+            metadata: Metadata::new("root", chrono::Utc::now()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(appended.last_version(), Some(1));
+    assert_eq!(tables(&app.db).await, live, "no quote row changed");
+    random_history(&app, 6, 2, 3).await;
+    let with_more = tables(&app.db).await;
+
+    let projector = quote_projector();
+    for alone in projector.each() {
+        let name = alone.projections()[0].clone();
+        assert!(projector.reset(&app.db, &name).await.unwrap());
+        catch_up(&app.db, &alone, 7, |_| {}).await.unwrap();
+        assert_eq!(
+            tables(&app.db).await,
+            with_more,
+            "{name} caught up past the person"
+        );
+        assert_eq!(
+            checkpoint_of(&app, &name).await,
+            last_position(&app.db).await.unwrap(),
+            "{name}"
+        );
+    }
+    let report = app.store.verify().await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.mismatches);
+    assert_eq!(report.streams_checked as usize, quotes.len() + 2 + 1);
 }
