@@ -581,26 +581,37 @@ impl Checked {
     }
 
     /// The stream's archived events followed by its hot ones, for its chain to be
-    /// walked; `None` when one of its segments cannot be read (reported already).
+    /// walked. `Err(None)` when one of its segments failed the check (reported
+    /// already); `Err(Some(problem))` when one passed it but cannot be read now (its
+    /// store gone meanwhile, say), which the caller reports.
     pub async fn with_archived(
         &self,
         stream_id: Uuid,
         hot: Vec<RecordedEvent>,
-    ) -> Option<Vec<RecordedEvent>> {
+    ) -> Result<Vec<RecordedEvent>, Option<Problem>> {
         let Some(segments) = self.streams.get(&stream_id) else {
-            return Some(hot);
+            return Ok(hot);
         };
         let mut events = Vec::new();
         for (segment_id, _) in segments {
             if self.faulty.contains_key(segment_id) {
-                return None;
+                return Err(None);
             }
-            let row = self.rows.get(segment_id)?;
-            events.extend(segment(row).await.ok()?.stream(stream_id, 0).ok()?);
+            let unreadable = |reason: String| Some(Problem::ArchiveUnreadable { reason });
+            let row = self.rows.get(segment_id).ok_or_else(|| {
+                unreadable(format!(
+                    "segment {segment_id} left the manifest during the check"
+                ))
+            })?;
+            let archived = match segment(row).await {
+                Ok(segment) => segment.stream(stream_id, 0),
+                Err(error) => Err(error),
+            };
+            events.extend(archived.map_err(|e| unreadable(e.to_string()))?);
         }
         let archived_to = events.last().map_or(0, |e| e.version);
         events.extend(hot.into_iter().filter(|e| e.version > archived_to));
-        Some(events)
+        Ok(events)
     }
 }
 
@@ -966,5 +977,28 @@ mod tests {
             ArchiveLocation::open("nosuch://x"),
             Err(ArchiveError::Location { .. })
         ));
+    }
+    #[tokio::test]
+    async fn a_segment_that_passed_the_check_but_cannot_be_read_now_is_reported() {
+        let (stream, segment_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let row = SegmentRow {
+            segment_id,
+            location: "memory:///gone-since-the-check".into(),
+            path: format!("segments/{segment_id}.jsonl.zst"),
+            events: 1,
+            sha256: "0".repeat(64),
+        };
+        let checked = Checked {
+            rows: [(segment_id, row)].into(),
+            streams: [(stream, vec![(segment_id, "hash".to_owned())])].into(),
+            faulty: HashMap::new(),
+        };
+        let outcome = checked.with_archived(stream, Vec::new()).await;
+        assert!(
+            matches!(outcome, Err(Some(Problem::ArchiveUnreadable { .. }))),
+            "{outcome:?}"
+        );
+        let never_archived = checked.with_archived(Uuid::now_v7(), Vec::new()).await;
+        assert_eq!(never_archived, Ok(Vec::new()));
     }
 }

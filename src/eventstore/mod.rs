@@ -283,8 +283,17 @@ impl<'a> HeadCursor<'a> {
         hot: Vec<RecordedEvent>,
     ) {
         report.streams_checked += 1;
-        let Some(events) = self.archive.with_archived(stream_id, hot).await else {
-            return;
+        let events = match self.archive.with_archived(stream_id, hot).await {
+            Ok(events) => events,
+            Err(None) => return,
+            Err(Some(problem)) => {
+                report.mismatches.push(Mismatch {
+                    stream_id,
+                    version: 0,
+                    problem,
+                });
+                return;
+            }
         };
         report.events_checked += events.len() as u64;
         report
