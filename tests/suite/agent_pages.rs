@@ -6,7 +6,7 @@ use quoteline::quoting::summary;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, assert_is_redirect_to, field, html_page};
+use crate::support::{TestApp, TestDb, assert_is_redirect_to, current_version, field, html_page};
 
 storage_tests!(
     an_agent_takes_a_quote_from_start_to_submitted,
@@ -859,15 +859,7 @@ async fn the_applicants_name_is_checked_before_submitting_and_a_correction_is_an
     // Once submitted, the name is read-only like every answer.
     let refused = app.get(&path).await;
     assert_eq!(refused.status().as_u16(), 409);
-    let version = app
-        .state
-        .quotes
-        .load(id, None)
-        .await
-        .unwrap()
-        .unwrap()
-        .version
-        .to_string();
+    let version = current_version(&app.state, id).await.to_string();
     let late = app
         .post_form(
             &path,

@@ -13,15 +13,16 @@ use quoteline::kernel::{Actor, Role};
 use quoteline::on_backend;
 use quoteline::quoting::answers_of;
 use quoteline::quoting::domain::{
-    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
-    Quote, QuoteEvent, Status, evolve,
+    Action, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName, Quote,
+    QuoteEvent, Status, evolve,
 };
 use quoteline::quoting::summary;
 use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::support::{
-    TestApp, TestDb, assert_is_redirect_to, envelope, html_page, run_verify_command, session_cookie,
+    TestApp, TestDb, act_now, assert_is_redirect_to, envelope, html_page, run_verify_command,
+    session_cookie,
 };
 
 storage_tests!(
@@ -58,11 +59,7 @@ async fn start(app: &AppState, by: &Actor, applicant: &str) -> Uuid {
 
 /// Runs `action` on the quote as it is now.
 async fn act(app: &AppState, id: Uuid, by: &Actor, action: Action) {
-    let version = app.quotes.load(id, None).await.unwrap().unwrap().version as i64;
-    app.quotes
-        .execute(id, version, Command::new(by.clone(), action), &envelope())
-        .await
-        .unwrap();
+    act_now(app, id, by, action).await.unwrap();
 }
 
 fn geographic(city: &str, postal_code: &str) -> Action {

@@ -11,11 +11,11 @@ use quoteline::audit::changes::changes;
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::CommandError;
 use quoteline::quoting::domain::{
-    Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
+    Action, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
 };
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, envelope, fresh_fold, html_page};
+use crate::support::{TestApp, TestDb, act_now, envelope, fresh_fold, html_page};
 
 storage_tests!(
     two_versions_show_each_difference_by_section_with_who_changed_it,
@@ -62,12 +62,7 @@ async fn start(app: &AppState) -> Uuid {
 
 /// Runs `action` on the quote as it is now; whether a rule allowed it.
 async fn act(app: &AppState, id: Uuid, by: &Actor, action: Action) -> bool {
-    let version = app.quotes.load(id, None).await.unwrap().unwrap().version as i64;
-    match app
-        .quotes
-        .execute(id, version, Command::new(by.clone(), action), &envelope())
-        .await
-    {
+    match act_now(app, id, by, action).await {
         Ok(_) => true,
         Err(CommandError::Rejected(_)) => false,
         Err(other) => panic!("{other}"),

@@ -8,12 +8,12 @@ use quoteline::audit::proof::{self, Signer};
 use quoteline::audit::signing::InstallationKey;
 use quoteline::eventstore::ArchiveLocation;
 use quoteline::kernel::{Actor, Role};
-use quoteline::quoting::domain::{Action, Command, ContactDetails};
+use quoteline::quoting::domain::{Action, ContactDetails};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    TestApp, TestDb, envelope, html_page, quote_through_service, quoteline_binary,
+    TestApp, TestDb, act_now, html_page, quote_through_service, quoteline_binary,
 };
 
 storage_tests!(
@@ -40,20 +40,8 @@ async fn quote_with_history(app: &TestApp) -> Uuid {
     let asha = Actor::new("asha", [Role::Agent]);
     let id = quote_through_service(app, &asha, []).await;
     for email in ["b@example.com", "c@example.com"] {
-        let version = app
-            .state
-            .quotes
-            .load(id, None)
-            .await
-            .unwrap()
-            .unwrap()
-            .version as i64;
         let action = Action::ProvideContact(ContactDetails::parse(email, "+919876543210").unwrap());
-        app.state
-            .quotes
-            .execute(id, version, Command::new(asha.clone(), action), &envelope())
-            .await
-            .unwrap();
+        act_now(&app.state, id, &asha, action).await.unwrap();
     }
     id
 }

@@ -362,6 +362,25 @@ pub fn envelope() -> Envelope {
     }
 }
 
+/// The quote's version as the quote service has it now.
+pub async fn current_version(state: &quoteline::AppState, id: Uuid) -> i64 {
+    state.quotes.load(id, None).await.unwrap().unwrap().version as i64
+}
+
+/// Runs `action` by `by` on the quote as it is now.
+pub async fn act_now(
+    state: &quoteline::AppState,
+    id: Uuid,
+    by: &Actor,
+    action: Action,
+) -> Result<quoteline::eventstore::Appended, quoteline::quoting::CommandError> {
+    let version = current_version(state, id).await;
+    state
+        .quotes
+        .execute(id, version, Command::new(by.clone(), action), &envelope())
+        .await
+}
+
 /// The quote as a fold of every stored event up to `up_to` (all without it), read
 /// afresh: the truth every cache, snapshot and projection is held to.
 pub async fn fresh_fold(store: &EventStore, id: Uuid, up_to: Option<i64>) -> Quote {
