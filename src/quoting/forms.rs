@@ -62,6 +62,22 @@ pub struct FormContext {
     pub notice: Option<&'static str>,
 }
 
+/// A section's page holds the [`FormContext`] and reads through to it, so its
+/// template names `layout`, `quote_id`, `errors`… as fields of its own.
+macro_rules! reads_through_to_context {
+    ($($page:ident),+) => {
+        $(impl std::ops::Deref for $page {
+            type Target = FormContext;
+
+            fn deref(&self) -> &FormContext {
+                &self.context
+            }
+        })+
+    };
+}
+
+reads_through_to_context!(ApplicantPage, GeographicPage, ContactPage, FamilyPage);
+
 /// One section's form: how it reads its answers, and how its page is drawn.
 pub trait SectionForm: for<'de> Deserialize<'de> + Send + 'static {
     /// The section's page under `/quotes/{id}/`.
@@ -89,13 +105,7 @@ pub struct ApplicantForm {
 #[derive(Template, WebTemplate)]
 #[template(path = "quoting/applicant.html")]
 struct ApplicantPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
+    context: FormContext,
     form: ApplicantForm,
 }
 
@@ -124,13 +134,7 @@ impl SectionForm for ApplicantForm {
 
     fn render(self, c: FormContext) -> Response {
         ApplicantPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
+            context: c,
             form: self,
         }
         .into_response()
@@ -152,13 +156,7 @@ pub struct GeographicForm {
 #[derive(Template, WebTemplate)]
 #[template(path = "quoting/geographic.html")]
 struct GeographicPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
+    context: FormContext,
     form: GeographicForm,
     countries: &'static [(&'static str, &'static str)],
 }
@@ -185,13 +183,7 @@ impl SectionForm for GeographicForm {
 
     fn render(self, c: FormContext) -> Response {
         GeographicPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
+            context: c,
             form: self,
             countries: COUNTRIES,
         }
@@ -213,13 +205,7 @@ pub struct ContactForm {
 #[derive(Template, WebTemplate)]
 #[template(path = "quoting/contact.html")]
 struct ContactPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
+    context: FormContext,
     form: ContactForm,
     choices: [PreferredContact; 2],
 }
@@ -251,13 +237,7 @@ impl SectionForm for ContactForm {
 
     fn render(self, c: FormContext) -> Response {
         ContactPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
+            context: c,
             form: self,
             choices: PreferredContact::ALL,
         }
@@ -293,13 +273,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 #[derive(Template, WebTemplate)]
 #[template(path = "quoting/family.html")]
 struct FamilyPage {
-    layout: Layout,
-    quote_id: Uuid,
-    reference: String,
-    version: i64,
-    idempotency_key: String,
-    errors: FieldErrors,
-    notice: Option<&'static str>,
+    context: FormContext,
     form: FamilyForm,
 }
 
@@ -340,13 +314,7 @@ impl SectionForm for FamilyForm {
             self.children.push(String::new());
         }
         FamilyPage {
-            layout: c.layout,
-            quote_id: c.quote_id,
-            reference: c.reference,
-            version: c.version,
-            idempotency_key: c.idempotency_key,
-            errors: c.errors,
-            notice: c.notice,
+            context: c,
             form: self,
         }
         .into_response()
