@@ -55,7 +55,7 @@ pub async fn add_people(state: &AppState) -> anyhow::Result<Vec<DemoSignIn>> {
     let mut sign_ins = Vec::new();
     for (username, roles) in PEOPLE {
         let password = new_password();
-        identity::add_or_reset_user(&state.db, username, &password, roles).await?;
+        identity::add_or_reset_user(&state.store, username, &password, roles).await?;
         sign_ins.push(DemoSignIn {
             username,
             roles,

@@ -510,8 +510,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User {
             command: UserCommand::Add { name, roles },
         } => {
-            db.migrate().await.context("migrations failed")?;
-            add_user(&db, &name, &roles).await
+            let state = AppState::open(db).await?;
+            add_user(&state.store, &name, &roles).await
         }
         Command::Keys { .. } => unreachable!("answered before the database is opened"),
         Command::Verify { .. } => {
@@ -550,9 +550,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn add_user(db: &Db, name: &str, roles: &[Role]) -> anyhow::Result<ExitCode> {
+async fn add_user(
+    store: &quoteline::eventstore::EventStore,
+    name: &str,
+    roles: &[Role],
+) -> anyhow::Result<ExitCode> {
     let password = read_password().context("cannot read the password from standard input")?;
-    match identity::add_user(db, name, &password, roles).await {
+    match identity::add_user(store, name, &password, roles).await {
         Ok(user) => {
             let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
             println!("Added {} ({}).", user.username, roles.join(", "));

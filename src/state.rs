@@ -7,7 +7,7 @@ use crate::audit::signing::InstallationKey;
 use crate::db::Db;
 use crate::eventstore::{EventStore, Projector, SnapshotPolicy};
 use crate::identity::sessions::{SessionCache, SessionSettings};
-use crate::identity::{Sessions, SignInLimits, attempts};
+use crate::identity::{Sessions, SignInLimits, UsersProjection, attempts, people};
 use crate::quoting::projection::QuoteProjector;
 use crate::quoting::service::CACHED_QUOTE_BYTES;
 use crate::quoting::{QuoteService, QuoteSummaryProjection};
@@ -91,8 +91,12 @@ impl AppState {
         // Before the store's writer starts: a projection that is new or behind
         // catches up from its checkpoint, then stays current inline.
         projector.catch_up(&db).await?;
-        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(projector)];
+        let users = UsersProjection;
+        users.catch_up(&db).await?;
+        let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(projector), Arc::new(users)];
         let store = EventStore::new(db.clone(), projectors);
+        // People added before they were events get their PersonAdded now.
+        people::import_unrecorded(&store).await?;
         let quotes = QuoteService::configured(store.clone(), caches.quote_bytes, snapshots);
         let sessions = Sessions::open_with(&db, caches.sessions).await?;
         sessions.spawn_expired_deletion();

@@ -394,7 +394,7 @@ const ALLOWED: [(&str, &[&str]); 19] = [
     ("server", &[]),
     ("eventstore", &["db"]),
     ("web", &["kernel", "eventstore", "quoting"]),
-    ("identity", &["db", "kernel", "web", "state"]),
+    ("identity", &["db", "eventstore", "kernel", "web", "state"]),
     (
         "quoting",
         &["db", "eventstore", "kernel", "web", "identity", "state"],

@@ -192,7 +192,11 @@ async fn measure(
     // People: one agent per client, one underwriter and one auditor.
     let agents: Vec<String> = (0..clients.min(AGENTS)).map(agent_name).collect();
     let began = Instant::now();
-    on_server(&server, seed::add_people(db.clone(), agents.clone())).await?;
+    on_server(
+        &server,
+        seed::add_people(state.store.clone(), agents.clone()),
+    )
+    .await?;
     println!(
         "{backend}: added {} users in {:.1} s",
         agents.len() + 2,

@@ -32,16 +32,16 @@ pub const TIMELINE_EVENTS: i64 = 200;
 const SEED_IN_FLIGHT: usize = 1024;
 
 /// These agents, one underwriter and one auditor, all with [`PASSWORD`].
-pub async fn add_people(db: Db, agents: Vec<String>) -> anyhow::Result<()> {
+pub async fn add_people(store: EventStore, agents: Vec<String>) -> anyhow::Result<()> {
     let mut people: Vec<(String, Role)> = agents.into_iter().map(|a| (a, Role::Agent)).collect();
     people.push(("underwriter".into(), Role::Underwriter));
     people.push(("auditor".into(), Role::Auditor));
     let tasks: Vec<_> = people
         .into_iter()
         .map(|(name, role)| {
-            let db = db.clone();
+            let store = store.clone();
             tokio::spawn(async move {
-                quoteline::identity::add_user(&db, &name, PASSWORD, &[role]).await
+                quoteline::identity::add_user(&store, &name, PASSWORD, &[role]).await
             })
         })
         .collect();

@@ -4,6 +4,8 @@
 //! Everything here reads, except `POST /audit/verify`, which runs a check and records
 //! its result; it changes no quote.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
@@ -22,6 +24,8 @@ use super::proof::Proof;
 use super::timeline::{self, TimelineEntry};
 use super::verification::{self, VerificationRun};
 use crate::eventstore::{StreamHead, verify_stream};
+use crate::identity::people;
+use crate::identity::person::roles_phrase;
 use crate::identity::{Auditor, CurrentUser, UnderwriterOrAuditor};
 use crate::kernel::Role;
 use crate::quoting::domain::{EventKind, Quote, QuoteEvent, Status};
@@ -84,11 +88,13 @@ struct TimelinePage {
     applicant_name: String,
     status: Option<Status>,
     events: i64,
-    entries: Vec<TimelineEntry>,
+    /// Each entry, with the decider's record at the moment for a decision.
+    entries: Vec<(TimelineEntry, Option<Decider>)>,
     older: Option<i64>,
     first_page: bool,
     back: (&'static str, &'static str),
-    /// Auditors may download the quote's history as a proof.
+    /// Auditors may download the quote's history as a proof, and open people's
+    /// records.
     can_export: bool,
 }
 
@@ -131,6 +137,7 @@ async fn timeline_page(
     } else {
         None
     };
+    let entries = with_deciders(&state, entries).await?;
     Ok(TimelinePage {
         layout: user.layout(),
         quote_id: id,
@@ -145,6 +152,50 @@ async fn timeline_page(
         can_export: user.has_role(Role::Auditor),
     }
     .into_response())
+}
+
+/// Who made a decision, as their record stood when they made it.
+struct Decider {
+    person_id: Uuid,
+    /// The roles they held then, in words.
+    roles: String,
+    /// The decision's time, for the link to their record at that moment.
+    at: String,
+}
+
+/// Each decision's underwriter, with the roles their record gave them at the
+/// decision's time (each decider's record read once a page).
+async fn with_deciders(
+    state: &AppState,
+    entries: Vec<TimelineEntry>,
+) -> Result<Vec<(TimelineEntry, Option<Decider>)>, AppError> {
+    let mut records: HashMap<String, Option<people::Record>> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let is_decision = entry
+            .event_type
+            .parse::<EventKind>()
+            .is_ok_and(EventKind::is_decision);
+        if !is_decision {
+            out.push((entry, None));
+            continue;
+        }
+        if !records.contains_key(&entry.actor) {
+            let record = people::record_named(&state.store, &entry.actor)
+                .await
+                .map_err(AppError::Internal)?;
+            records.insert(entry.actor.clone(), record);
+        }
+        let decider = records[&entry.actor].as_ref().map(|record| Decider {
+            person_id: record.person.id,
+            roles: roles_phrase(&record.roles_at(entry.recorded_at)),
+            at: entry
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        out.push((entry, decider));
+    }
+    Ok(out)
 }
 
 /// The quote exactly as it stood after event `as_of`, replayed from the log (not

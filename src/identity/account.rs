@@ -33,6 +33,8 @@ pub fn router() -> Router<AppState> {
 struct PasswordPage {
     layout: Layout,
     errors: FieldErrors,
+    /// Signed in with a one-time password: this page comes before any other.
+    must_change: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -46,6 +48,7 @@ async fn password_page(user: CurrentUser) -> PasswordPage {
     PasswordPage {
         layout: user.layout(),
         errors: FieldErrors::default(),
+        must_change: user.must_change_password,
     }
 }
 
@@ -103,6 +106,7 @@ async fn change_password(
         let page = PasswordPage {
             layout: user.layout(),
             errors,
+            must_change: user.must_change_password,
         };
         Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
     };
@@ -111,7 +115,7 @@ async fn change_password(
         return refuse(errors);
     }
     match users::change_password(
-        &state.db,
+        &state.store,
         user.id,
         &form.current_password,
         &form.new_password,

@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::accounts::UserCache;
+use super::csrf;
+use super::people::ChangedBy;
 use super::sessions::{self, SESSION_EPOCH, USER_ID};
-use super::{csrf, users};
 use crate::kernel::{Actor, Role};
 use crate::state::AppState;
 use crate::web::layout::Viewer;
@@ -21,6 +23,9 @@ pub struct CurrentUser {
     pub id: Uuid,
     pub username: String,
     pub roles: Vec<Role>,
+    /// Signed in with a one-time password: every page but the password page (and
+    /// signing out) sends them to choose their own.
+    pub must_change_password: bool,
     csrf_token: String,
 }
 
@@ -55,6 +60,17 @@ impl CurrentUser {
         &self.csrf_token
     }
 
+    /// Who made a change, for a person's record.
+    pub fn changed_by(&self, envelope: &crate::kernel::Envelope) -> ChangedBy {
+        ChangedBy {
+            id: Some(self.id),
+            actor: self.username.clone(),
+            at: envelope.at,
+            request_id: envelope.request_id.clone(),
+            idempotency_key: envelope.idempotency_key.clone(),
+        }
+    }
+
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
@@ -72,7 +88,7 @@ impl CurrentUser {
     }
 
     /// Where this person starts: the page of their first role in the order agent,
-    /// underwriter, auditor, admin ("/" is the admin's page).
+    /// underwriter, auditor, admin.
     pub fn home(&self) -> &'static str {
         home_of(&self.roles)
     }
@@ -83,12 +99,15 @@ pub fn home_of(roles: &[Role]) -> &'static str {
         (Role::Agent, "/quotes"),
         (Role::Underwriter, "/underwriting/queue"),
         (Role::Auditor, "/audit"),
-        (Role::Admin, "/"),
+        (Role::Admin, "/people"),
     ]
     .into_iter()
     .find(|(role, _)| roles.contains(role))
     .map_or("/", |(_, path)| path)
 }
+
+/// Where someone signed in with a one-time password is sent until they change it.
+pub const PASSWORD_PAGE: &str = "/account/password";
 
 fn internal(error: impl Into<anyhow::Error>) -> AppError {
     AppError::Internal(error.into())
@@ -119,9 +138,13 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        <Self as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
+        let user = <Self as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
             .await?
-            .ok_or_else(|| Redirect::to("/login").into_response())
+            .ok_or_else(|| Redirect::to("/login").into_response())?;
+        if user.must_change_password && !parts.uri.path().starts_with(PASSWORD_PAGE) {
+            return Err(Redirect::to(PASSWORD_PAGE).into_response());
+        }
+        Ok(user)
     }
 }
 
@@ -141,7 +164,7 @@ async fn signed_in(session: &Session, state: &AppState) -> Result<Option<Current
         session.flush().await.map_err(internal)?;
         return Ok(None);
     }
-    let Some(user) = users::UserCache::shared().find(&state.db, id).await? else {
+    let Some(user) = UserCache::shared().find(&state.db, id).await? else {
         // Removed since signing in: the session means nothing now.
         session.flush().await.map_err(internal)?;
         return Ok(None);
@@ -151,8 +174,12 @@ async fn signed_in(session: &Session, state: &AppState) -> Result<Option<Current
         .await
         .map_err(internal)?
         .unwrap_or_default();
-    if epoch < user.session_epoch {
-        tracing::info!(user_id = %id, "session ended: the password was changed since sign-in");
+    if epoch < user.session_epoch || !user.active {
+        tracing::info!(
+            user_id = %id,
+            active = user.active,
+            "session ended: deactivated, or the password was changed or reset since sign-in"
+        );
         session.flush().await.map_err(internal)?;
         return Ok(None);
     }
@@ -164,6 +191,7 @@ async fn signed_in(session: &Session, state: &AppState) -> Result<Option<Current
         id: user.id,
         username: user.username,
         roles: user.roles,
+        must_change_password: user.must_change_password,
         csrf_token,
     }))
 }
@@ -214,6 +242,14 @@ role_guard!(
     UnderwriterOrAuditor, [Underwriter, Auditor], "underwriters and auditors"
 );
 role_guard!(
+    /// An admin: the people who can sign in.
+    Admin, [Admin], "admins"
+);
+role_guard!(
+    /// An admin or an auditor: a person's record and its history.
+    AdminOrAuditor, [Admin, Auditor], "admins and auditors"
+);
+role_guard!(
     /// Anyone who works on quotes: a quote's task list.
     AgentUnderwriterOrAuditor, [Agent, Underwriter, Auditor], "agents, underwriters and auditors"
 );
@@ -227,7 +263,7 @@ mod tests {
         assert_eq!(home_of(&[Role::Agent]), "/quotes");
         assert_eq!(home_of(&[Role::Underwriter]), "/underwriting/queue");
         assert_eq!(home_of(&[Role::Auditor]), "/audit");
-        assert_eq!(home_of(&[Role::Admin]), "/");
+        assert_eq!(home_of(&[Role::Admin]), "/people");
         assert_eq!(home_of(&[Role::Admin, Role::Auditor]), "/audit");
         assert_eq!(
             home_of(&[Role::Auditor, Role::Underwriter]),
@@ -241,6 +277,7 @@ mod tests {
             id: Uuid::nil(),
             username: "ann".into(),
             roles: vec![Role::Agent],
+            must_change_password: false,
             csrf_token: String::new(),
         };
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::accounts::UserCache;
 use super::client::ClientAddress;
 use super::csrf;
 use super::current_user::CurrentUser;
@@ -20,8 +21,7 @@ use super::password::SIGN_IN_WAIT;
 use super::sessions::{self, SESSION_EPOCH, USER_ID};
 use super::signed_out::SignedOutForm;
 use super::throttle::{wait_in_words, whole_seconds};
-use super::users::{self, MAX_USERNAME_CHARS, SignIn, UserCache};
-use crate::kernel::Role;
+use super::users::{self, MAX_USERNAME_CHARS, SignIn};
 use crate::state::AppState;
 use crate::web::{AppError, Form, Layout};
 
@@ -62,22 +62,12 @@ struct SignedInPage {
     home: &'static str,
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "identity/admin.html")]
-struct AdminPage {
-    layout: Layout,
-}
-
 /// `GET /`: each person's own start page, or the sign-in page.
 pub async fn start(user: Option<CurrentUser>) -> Result<Response, AppError> {
     let Some(user) = user else {
         return Ok(Redirect::to("/login").into_response());
     };
     match user.home() {
-        "/" if user.has_role(Role::Admin) => Ok(AdminPage {
-            layout: user.layout(),
-        }
-        .into_response()),
         "/" => Err(AppError::forbidden(
             "Your account has no role yet. Ask an administrator to give you one.",
         )),
@@ -194,7 +184,11 @@ pub async fn sign_in(
                 .await
                 .map_err(internal)?;
             tracing::info!(user_id = %user.id, "signed in");
-            let home = super::current_user::home_of(&user.roles);
+            let home = if user.must_change_password {
+                super::current_user::PASSWORD_PAGE
+            } else {
+                super::current_user::home_of(&user.roles)
+            };
             // Just read: the first pages after sign-in need not read the user again.
             UserCache::shared().put(user).await;
             Ok(Redirect::to(home).into_response())

@@ -1,30 +1,19 @@
-//! The people who can sign in: adding them, finding them (the signed-in ones through
-//! a short-lived cache), and checking a sign-in against the attempt throttle.
+//! Signing in and passwords: adding a person with their password, checking a
+//! sign-in against the attempt throttle, and changing one's own password.
 
-use std::sync::LazyLock;
-use std::time::Duration;
-
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::accounts::{User, UserCache, UserRow, find_user};
 use super::attempts::{self, Claim};
 use super::client::ClientAddress;
 use super::password::{self, MIN_PASSWORD_CHARS};
-use crate::db::{Db, Unique, unique_violation};
+use super::people::{self, ChangedBy, PeopleError};
+use super::projection::person_named;
+use crate::db::Db;
+use crate::eventstore::EventStore;
 use crate::kernel::Role;
 use crate::on_backend;
-
-/// Someone who can sign in, without their password hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: Uuid,
-    pub username: String,
-    pub roles: Vec<Role>,
-    pub created_at: DateTime<Utc>,
-    /// A session is theirs only while it carries this number: changing their
-    /// password moves it on, which ends every other session of theirs.
-    pub session_epoch: i64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddUserError {
@@ -50,39 +39,25 @@ impl From<sqlx::Error> for AddUserError {
     }
 }
 
-const INSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
-     VALUES ($1, $2, $3, $4, $5)";
-
-/// Adds the user, or gives an existing one this password and these roles: for the
-/// demo, whose passwords are shown only once.
-const UPSERT_USER: &str = "INSERT INTO users (id, username, password_hash, roles, created_at) \
-     VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
-     roles = excluded.roles \
-     RETURNING id, username, roles, created_at, session_epoch";
-
-const SELECT_USER_BY_ID: &str =
-    "SELECT id, username, roles, created_at, session_epoch FROM users WHERE id = $1";
-
-const SELECT_CREDENTIALS: &str = "SELECT id, username, roles, created_at, session_epoch, \
-     password_hash FROM users WHERE username = $1";
-
-const SELECT_CREDENTIALS_BY_ID: &str = "SELECT id, username, roles, created_at, session_epoch, \
-     password_hash FROM users WHERE id = $1";
-
-/// A new password, and every other session ended.
-const CHANGE_PASSWORD: &str = "UPDATE users SET password_hash = $2, \
-     session_epoch = session_epoch + 1 WHERE id = $1 \
-     RETURNING id, username, roles, created_at, session_epoch";
-
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    roles: String,
-    created_at: DateTime<Utc>,
-    session_epoch: i64,
+impl From<PeopleError> for AddUserError {
+    fn from(error: PeopleError) -> Self {
+        match error {
+            PeopleError::Duplicate(name) => AddUserError::Duplicate(name),
+            PeopleError::Other(error) => AddUserError::Other(error),
+            other => AddUserError::Other(other.into()),
+        }
+    }
 }
+
+const SELECT_CREDENTIALS: &str = "SELECT u.id, u.username, u.roles, u.created_at, u.active, \
+     c.session_epoch, c.must_change_password, c.password_hash \
+     FROM users u JOIN credentials c ON c.user_id = u.id WHERE u.username = $1";
+
+const SELECT_CREDENTIALS_BY_ID: &str = "SELECT u.id, u.username, u.roles, u.created_at, \
+     u.active, c.session_epoch, c.must_change_password, c.password_hash \
+     FROM users u JOIN credentials c ON c.user_id = u.id WHERE u.id = $1";
+
+const RECORD_SIGN_IN: &str = "UPDATE credentials SET last_sign_in_at = $2 WHERE user_id = $1";
 
 #[derive(sqlx::FromRow)]
 struct CredentialsRow {
@@ -91,216 +66,105 @@ struct CredentialsRow {
     password_hash: String,
 }
 
-impl From<UserRow> for User {
-    fn from(row: UserRow) -> Self {
-        User {
-            id: row.id,
-            roles: parse_roles(&row.roles),
-            username: row.username,
-            created_at: row.created_at,
-            session_epoch: row.session_epoch,
-        }
-    }
-}
-
-fn parse_roles(stored: &str) -> Vec<Role> {
-    stored
-        .split(',')
-        .filter(|name| !name.is_empty())
-        .filter_map(|name| match name.parse() {
-            Ok(role) => Some(role),
-            Err(error) => {
-                tracing::warn!(%error, "ignoring an unknown role stored for a user");
-                None
-            }
-        })
-        .collect()
-}
-
-fn roles_text(roles: &[Role]) -> String {
-    Role::ALL
-        .into_iter()
-        .filter(|role| roles.contains(role))
-        .map(Role::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The longest username there can be.
 pub const MAX_USERNAME_CHARS: usize = 64;
 
-fn is_valid_username(name: &str) -> bool {
+pub fn is_valid_username(name: &str) -> bool {
     (1..=MAX_USERNAME_CHARS).contains(&name.chars().count())
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
 }
 
-/// Adds someone who can sign in with `password` and holds `roles`. The password is
-/// stored only as an argon2id hash.
-#[tracing::instrument(skip(db, password))]
+/// Adds someone who can sign in with `password` and holds `roles`, as a
+/// `PersonAdded` event by `by`. The password is stored only as an argon2id hash,
+/// beside the event, never in it.
+#[tracing::instrument(skip(store, password))]
 pub async fn add_user(
-    db: &Db,
+    store: &EventStore,
     username: &str,
     password: &str,
     roles: &[Role],
 ) -> Result<User, AddUserError> {
-    let new = NewUser::check(username, password, roles).await?;
-    let inserted = on_backend!(db, pool => {
-        sqlx::query(INSERT_USER)
-            .bind(new.user.id)
-            .bind(&new.user.username)
-            .bind(&new.password_hash)
-            .bind(roles_text(&new.user.roles))
-            .bind(new.user.created_at)
-            .execute(pool)
-            .await
-            .map(drop)
-    });
-    match inserted {
-        Ok(_) => {
-            tracing::info!(user_id = %new.user.id, "user added");
-            Ok(new.user)
-        }
-        Err(error) if unique_violation(&error) == Some(Unique::Username) => {
-            Err(AddUserError::Duplicate(username.to_owned()))
-        }
-        Err(error) => Err(error.into()),
-    }
+    add_person(
+        store,
+        &ChangedBy::tool("command line"),
+        username,
+        password,
+        roles,
+        false,
+    )
+    .await
+}
+
+/// Adds a person; with `one_time` they must choose their own password at their
+/// first sign-in.
+pub async fn add_person(
+    store: &EventStore,
+    by: &ChangedBy,
+    username: &str,
+    password: &str,
+    roles: &[Role],
+    one_time: bool,
+) -> Result<User, AddUserError> {
+    check_new(username, password, roles)?;
+    let hash = password::hash(password).await?;
+    let person = people::add(store, by, username, roles, hash, one_time).await?;
+    tracing::info!(user_id = %person.id, "user added");
+    Ok(User {
+        id: person.id,
+        username: person.username,
+        roles: person.roles,
+        created_at: person.created_at,
+        active: true,
+        session_epoch: 0,
+        must_change_password: one_time,
+    })
 }
 
 /// Like [`add_user`], but an existing user of that name gets this password and these
-/// roles instead, and every wait for their name is lifted.
-#[tracing::instrument(skip(db, password))]
+/// roles instead (and is active again), and every wait for their name is lifted: for
+/// the demo, whose passwords are shown only once.
+#[tracing::instrument(skip(store, password))]
 pub async fn add_or_reset_user(
-    db: &Db,
+    store: &EventStore,
     username: &str,
     password: &str,
     roles: &[Role],
 ) -> Result<User, AddUserError> {
-    let new = NewUser::check(username, password, roles).await?;
-    let row: UserRow = on_backend!(db, pool => {
-        sqlx::query_as(UPSERT_USER)
-            .bind(new.user.id)
-            .bind(&new.user.username)
-            .bind(&new.password_hash)
-            .bind(roles_text(&new.user.roles))
-            .bind(new.user.created_at)
-            .fetch_one(pool)
-            .await
-    })?;
+    let by = ChangedBy::tool("demo");
+    let db = store.db();
+    let user = match person_named(db, username).await? {
+        None => add_person(store, &by, username, password, roles, false).await?,
+        Some(person) => {
+            check_new(username, password, roles)?;
+            let hash = password::hash(password).await?;
+            people::restore(store, &by, &person, roles, hash).await?;
+            find_user(db, person.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{username} vanished while being reset"))?
+        }
+    };
     attempts::forget_name(db, username).await?;
-    let user = User::from(row);
     UserCache::shared().put(user.clone()).await;
     Ok(user)
 }
 
-/// A user ready to be stored: valid name, roles and password, the password hashed.
-struct NewUser {
-    user: User,
-    password_hash: String,
-}
-
-impl NewUser {
-    async fn check(username: &str, password: &str, roles: &[Role]) -> Result<Self, AddUserError> {
-        if !is_valid_username(username) {
-            return Err(AddUserError::InvalidUsername(username.to_owned()));
-        }
-        if roles.is_empty() {
-            return Err(AddUserError::NoRoles);
-        }
-        if password.is_empty() {
-            return Err(AddUserError::EmptyPassword);
-        }
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(AddUserError::PasswordTooShort);
-        }
-        Ok(NewUser {
-            password_hash: password::hash(password).await?,
-            user: User {
-                id: Uuid::now_v7(),
-                username: username.to_owned(),
-                roles: parse_roles(&roles_text(roles)),
-                // PostgreSQL keeps microseconds: the user returned is the user stored.
-                created_at: Utc::now().trunc_subsecs(6),
-                session_epoch: 0,
-            },
-        })
+/// A valid name, roles and password for a new person.
+fn check_new(username: &str, password: &str, roles: &[Role]) -> Result<(), AddUserError> {
+    if !is_valid_username(username) {
+        return Err(AddUserError::InvalidUsername(username.to_owned()));
     }
-}
-
-/// The user with this id, if they still exist.
-pub async fn find_user(db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    let row: Option<UserRow> = on_backend!(db, pool => {
-        sqlx::query_as(SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await
-    })?;
-    Ok(row.map(User::from))
-}
-
-/// How many users a process keeps in memory.
-pub const CACHED_USERS: u64 = 10_000;
-/// How long a process answers "who is this user id" from memory. A role changed in
-/// this process (`add_or_reset_user`) is seen at once; one changed by another process
-/// on the same database (`quoteline demo` resets the demo people's roles) is seen
-/// here within this time. Signing out and in again always reads the roles afresh.
-pub const CACHED_USER_TIME_TO_LIVE: Duration = Duration::from_secs(5);
-
-/// Users by id, so that a signed-in request does not read its user's row: bounded by
-/// entries, each kept at most its time to live from when it was read.
-#[derive(Clone, Debug)]
-pub struct UserCache {
-    users: moka::future::Cache<Uuid, User>,
-}
-
-/// The process's own cache: one, so that a role changed anywhere in the process
-/// reaches it without the caller holding the application's state.
-static SHARED: LazyLock<UserCache> =
-    LazyLock::new(|| UserCache::new(CACHED_USERS, CACHED_USER_TIME_TO_LIVE));
-
-impl UserCache {
-    pub fn new(capacity: u64, time_to_live: Duration) -> UserCache {
-        UserCache {
-            users: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(time_to_live)
-                .build(),
-        }
+    if roles.is_empty() {
+        return Err(AddUserError::NoRoles);
     }
-
-    /// The cache that sign-in, sign-out, `add_or_reset_user` and every signed-in
-    /// request use ([`CACHED_USERS`] entries, [`CACHED_USER_TIME_TO_LIVE`]).
-    pub fn shared() -> &'static UserCache {
-        &SHARED
+    if password.is_empty() {
+        return Err(AddUserError::EmptyPassword);
     }
-
-    /// The user with this id, from memory or else by one query (then kept). A user
-    /// who no longer exists is not kept.
-    pub async fn find(&self, db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-        if let Some(user) = self.users.get(&id).await {
-            return Ok(Some(user));
-        }
-        let found = find_user(db, id).await?;
-        if let Some(user) = &found {
-            self.users.insert(id, user.clone()).await;
-        }
-        Ok(found)
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AddUserError::PasswordTooShort);
     }
-
-    /// Keeps `user` as just read or written.
-    pub async fn put(&self, user: User) {
-        self.users.insert(user.id, user).await;
-    }
-
-    /// Drops the user with this id; the next request reads them again.
-    pub async fn forget(&self, id: Uuid) {
-        self.users.invalidate(&id).await;
-    }
-
-    /// How many users are kept, once the cache's pending evictions are done.
-    pub async fn entry_count(&self) -> u64 {
-        self.users.run_pending_tasks().await;
-        self.users.entry_count()
-    }
+    Ok(())
 }
 
 /// What became of one sign-in attempt.
@@ -346,14 +210,19 @@ pub async fn authenticate(
     let row: Option<CredentialsRow> = on_backend!(db, pool => {
         sqlx::query_as(SELECT_CREDENTIALS).bind(username).fetch_optional(pool).await
     })?;
+    // A deactivated person is refused like a wrong password: their password is
+    // still checked, so no answer and no wait tells them apart.
     let (user, stored) = match row {
-        Some(row) => (Some(row.user), Some(row.password_hash)),
+        Some(row) => (Some(row.user).filter(|u| u.active), Some(row.password_hash)),
         None => (None, None),
     };
     let right = turn.verify(password, stored).await?;
     match user {
         Some(user) if right => {
             attempts::forget(db, username, address).await?;
+            on_backend!(db, pool => {
+                sqlx::query(RECORD_SIGN_IN).bind(user.id).bind(now).execute(pool).await.map(drop)
+            })?;
             Ok(SignIn::SignedIn(user.into()))
         }
         _ => Ok(SignIn::Refused),
@@ -380,30 +249,36 @@ impl From<sqlx::Error> for ChangePasswordError {
 }
 
 /// Gives the user `new` as their password once `current` proves it is them, and
-/// ends every other session of theirs (the epoch moves on). `new` must already
-/// have passed [`password::weakness`]. Returns the user as now stored.
-#[tracing::instrument(skip(db, current, new))]
+/// ends every other session of theirs (the epoch moves on); a `PasswordChanged`
+/// event records it, without the password. `new` must already have passed
+/// [`password::weakness`]. Returns the user as now stored.
+#[tracing::instrument(skip(store, current, new))]
 pub async fn change_password(
-    db: &Db,
+    store: &EventStore,
     id: Uuid,
     current: &str,
     new: &str,
 ) -> Result<User, ChangePasswordError> {
+    let db = store.db();
     let turn = password::turn().await?;
     let row: Option<CredentialsRow> = on_backend!(db, pool => {
         sqlx::query_as(SELECT_CREDENTIALS_BY_ID).bind(id).fetch_optional(pool).await
     })?;
-    let Some(row) = row else {
+    let Some(row) = row.filter(|row| row.user.active) else {
         return Err(ChangePasswordError::Gone);
     };
     if !turn.verify(current, Some(row.password_hash)).await? {
         return Err(ChangePasswordError::WrongPassword);
     }
     let hash = password::hash(new).await?;
-    let row: Option<UserRow> = on_backend!(db, pool => {
-        sqlx::query_as(CHANGE_PASSWORD).bind(id).bind(hash).fetch_optional(pool).await
-    })?;
-    let user = User::from(row.ok_or(ChangePasswordError::Gone)?);
+    let mut by = ChangedBy::tool(&row.user.username);
+    by.id = Some(id);
+    match people::password_changed(store, &by, id, hash).await {
+        Ok(_) => {}
+        Err(PeopleError::NotFound) => return Err(ChangePasswordError::Gone),
+        Err(error) => return Err(ChangePasswordError::Other(error.into())),
+    }
+    let user = find_user(db, id).await?.ok_or(ChangePasswordError::Gone)?;
     UserCache::shared().put(user.clone()).await;
     tracing::info!(user_id = %id, "password changed; other sessions ended");
     Ok(user)
@@ -412,14 +287,6 @@ pub async fn change_password(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_are_stored_in_one_order_without_repeats() {
-        let text = roles_text(&[Role::Auditor, Role::Agent, Role::Auditor]);
-
-        assert_eq!(text, "agent,auditor");
-        assert_eq!(parse_roles(&text), [Role::Agent, Role::Auditor]);
-    }
 
     #[test]
     fn usernames_are_short_and_plain() {

@@ -251,11 +251,59 @@ for (const databaseUrl of DATABASES) {
       const differences = auditor.page.locator('tr.compare__difference');
       assert.equal(await differences.count(), 1, 'one answer differs');
       assert.match(await differences.first().innerText(), /Phone number\s+\+919876543210\s+\+919876543211\s+Event \d+ by asha/);
+      // Who approved it, and the roles their record gave them at that moment.
+      await auditor.goto(quotePath + '/timeline', { title: new RegExp(`^Timeline of quote ${reference}`) });
+      await auditor.visit(() => entries.first().getByRole('link', { name: "uma's record at that moment" }).click(), {
+        title: /^uma/,
+      });
+      assert.equal(await auditor.page.locator('#roles-then').innerText(), 'underwriter');
       await auditor.goto('/audit/verify', { title: /^Hash-chain verification/ });
       await auditor.visit(() => auditor.page.getByRole('button', { name: 'Check the chain now' }).click(), {
         title: /^Hash-chain verification/,
       });
       assert.match(await auditor.page.locator('#verify-result').innerText(), /Every hash chain is intact/);
+    });
+
+    step('the admin adds a person, who must choose their own password at the first sign-in', async () => {
+      const admin = await signIn('root', 'admin', /^People/);
+      await admin.visit(() => admin.press(admin.page.getByRole('link', { name: 'Add a person' })), {
+        title: /^Add a person/,
+      });
+      // Nothing chosen: the error summary, then the form filled in.
+      await admin.visit(() => admin.page.getByRole('button', { name: 'Continue' }).click(), {
+        status: 422,
+        title: /^Error: Add a person/,
+      });
+      await admin.page.getByLabel('Username').fill('nora');
+      await admin.page.getByLabel('underwriter', { exact: true }).check();
+      await admin.visit(() => admin.page.getByRole('button', { name: 'Continue' }).click(), {
+        title: /^Add nora as underwriter\?/,
+      });
+      await admin.visit(() => admin.page.getByRole('button', { name: 'Add this person' }).click(), {
+        title: /^nora was added/,
+      });
+      const password = await admin.page.locator('#one-time-password').innerText();
+      await admin.visit(() => admin.page.getByRole('link', { name: "Go to nora's record" }).click(), {
+        title: /^nora/,
+      });
+      const nora = await Person.open(browser, server.baseUrl, `${backend}-new-person`, pageFailures);
+      await nora.goto('/login', { title: /^Sign in/ });
+      await nora.typeAndSubmit(
+        [
+          ['Username', 'nora'],
+          ['Password', password],
+        ],
+        { title: /^Change your password/ },
+      );
+      await nora.typeAndSubmit(
+        [
+          ['Current password', password],
+          ['New password', 'amber quilt meadow 31'],
+          ['New password again', 'amber quilt meadow 31'],
+        ],
+        { title: /^Your password was changed/ },
+      );
+      await nora.goto('/underwriting/queue', { title: /^Approval queue/ });
     });
 
     step('the agent sees the quote approved in their list, and a page that is not there', async () => {

@@ -92,6 +92,8 @@ enum Quote {
     Finalized,
     /// Approved by an underwriter.
     Decided,
+    /// Not a quote: `{id}` is the person `pat`, whom no visitor is.
+    Person,
 }
 
 struct Row {
@@ -133,6 +135,13 @@ fn table() -> Vec<Row> {
         [SignIn, Forbidden, Forbidden, Page,      Page,      Forbidden, Page,      Page];
     const AUDITORS: [Answer; 8] =
         [SignIn, Forbidden, Forbidden, Forbidden, Page,      Forbidden, Forbidden, Forbidden];
+    const ADMINS: [Answer; 8] =
+        [SignIn, Forbidden, Forbidden, Forbidden, Forbidden, Page,      Forbidden, Forbidden];
+    const PEOPLE_READERS: [Answer; 8] =
+        [SignIn, Forbidden, Forbidden, Forbidden, Page,      Page,      Forbidden, Forbidden];
+    const ADMIN_POST: [Answer; 8] =
+        [SignIn, Forbidden, Forbidden, Forbidden, Forbidden, To("/people/{id}"), Forbidden,
+         Forbidden];
     const fn own_quote_post(done: &'static str) -> [Answer; 8] {
         [SignIn, To(done),  NotFound,  Forbidden, Forbidden, Forbidden, NotFound,  To(done)]
     }
@@ -141,8 +150,8 @@ fn table() -> Vec<Row> {
          To("/quotes/{id}/decided"), Forbidden];
     vec![
         row(get(), "/", Quote::None,
-            [SignIn, To("/quotes"), To("/quotes"), To("/underwriting/queue"), To("/audit"), Page,
-             To("/quotes"), To("/quotes")]),
+            [SignIn, To("/quotes"), To("/quotes"), To("/underwriting/queue"), To("/audit"),
+             To("/people"), To("/quotes"), To("/quotes")]),
         row(get(), "/login", Quote::None, EVERYONE),
         row(get(), "/healthz", Quote::None, EVERYONE),
         row(get(), "/static/style.css", Quote::None, EVERYONE),
@@ -178,6 +187,16 @@ fn table() -> Vec<Row> {
         row(get(), "/quotes/{id}/compare?from=1&to=2", Quote::Decided, HISTORY),
         row(get(), "/quotes/{id}/proof.json", Quote::Decided, AUDITORS),
         row(get(), "/account/password", Quote::None, SIGNED_IN),
+        row(get(), "/people", Quote::None, ADMINS),
+        row(get(), "/people/new", Quote::None, ADMINS),
+        row(get(), "/people/{id}", Quote::Person, PEOPLE_READERS),
+        row(get(), "/people/{id}/roles", Quote::Person, ADMINS),
+        row(get(), "/people/{id}/reset", Quote::Person, ADMINS),
+        row(post(), "/people/{id}/roles", Quote::Person, ADMIN_POST),
+        row(get(), "/people/{id}/deactivate", Quote::Person, ADMINS),
+        row(post(), "/people/{id}/deactivate", Quote::Person, ADMIN_POST),
+        row(get(), "/people/{id}/reactivate", Quote::Person, ADMINS),
+        row(post(), "/people/{id}/reactivate", Quote::Person, ADMIN_POST),
         row(get(), "/audit", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.csv", Quote::Decided, AUDITORS),
         row(get(), "/audit/export.jsonl", Quote::Decided, AUDITORS),
@@ -190,7 +209,7 @@ fn table() -> Vec<Row> {
         row(post(), "/logout", Quote::None, [To("/login"); 8]),
         row(post(), "/login", Quote::None,
             [To("/quotes"), To("/quotes"), To("/quotes"), To("/underwriting/queue"), To("/audit"),
-             To("/"), To("/quotes"), To("/quotes")]),
+             To("/people"), To("/quotes"), To("/quotes")]),
     ]
 }
 
@@ -211,6 +230,12 @@ async fn every_route_answers_every_kind_of_visitor_as_the_table_says(test_db: &T
         }
         browsers.push((browser, password));
     }
+    app.add_user("pat", &[Role::Agent]).await;
+    let pat = quoteline::identity::projection::person_named(&app.state.db, "pat")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     let mut shared = Vec::new();
     for owner in ["asha", "cara"] {
         for status in [Quote::Saved, Quote::Finalized, Quote::Decided] {
@@ -225,6 +250,7 @@ async fn every_route_answers_every_kind_of_visitor_as_the_table_says(test_db: &T
             let owner = visitor.quote_of;
             let id = match (row.quote, row.method == Method::POST) {
                 (Quote::None, _) => Uuid::now_v7(),
+                (Quote::Person, _) => pat,
                 // A POST may change its quote: each gets a quote of its own.
                 (status, true) => quote_in(&app, owner, status).await,
                 (status, false) => {
@@ -328,13 +354,16 @@ async fn form_for(
     visitor: &Visitor,
     password: &str,
 ) -> Vec<(&'static str, String)> {
-    let version = app
-        .state
-        .quotes
-        .load(id, None)
-        .await
-        .unwrap()
-        .map_or(0, |q| q.version as i64);
+    let version = if row.quote == Quote::Person {
+        app.state.store.read_stream(id, 0).await.unwrap().len() as i64
+    } else {
+        app.state
+            .quotes
+            .load(id, None)
+            .await
+            .unwrap()
+            .map_or(0, |q| q.version as i64)
+    };
     let meta = vec![
         ("version", version.to_string()),
         ("idempotency_key", Uuid::new_v4().to_string()),
@@ -368,6 +397,12 @@ async fn form_for(
             ("action", "save"),
         ],
         "/quotes/{id}/reject" | "/quotes/{id}/refer" => vec![("text", "Check the postal code")],
+        // Confirmed: the change itself, not its confirm step.
+        "/people/{id}/roles" => vec![
+            ("roles", "agent"),
+            ("roles", "auditor"),
+            ("confirmed", "yes"),
+        ],
         _ => vec![],
     };
     meta.into_iter()
@@ -379,7 +414,7 @@ async fn form_for(
 async fn quote_in(app: &TestApp, owner: &str, status: Quote) -> Uuid {
     let owner = Visitor::named(owner).actor();
     let then = match status {
-        Quote::None | Quote::Saved => vec![],
+        Quote::None | Quote::Saved | Quote::Person => vec![],
         Quote::Finalized => vec![(owner.clone(), Action::Finalize)],
         Quote::Decided => vec![
             (owner.clone(), Action::Finalize),

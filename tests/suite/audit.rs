@@ -573,7 +573,7 @@ async fn exports_contain_exactly_the_filtered_events_and_survive_commas_quotes_a
         today.checked_sub_days(Days::new(1)).unwrap(),
         today.checked_add_days(Days::new(1)).unwrap(),
     );
-    let total = count(&state.db, "events").await as usize;
+    let total = count(&state.db, "audit_timeline").await as usize;
     assert_eq!(total, 14);
     assert_eq!(csv_rows(&app, "").await.len(), total);
     assert_eq!(
@@ -816,8 +816,11 @@ async fn tampering_is_reported_by_the_library_the_page_and_the_command(test_db: 
         "{page}"
     );
     assert!(page.contains("<dd>audrey</dd>"), "{page}");
+    // The quotes' 28 events and each person's PersonAdded.
+    let checked = count(&app.state.db, "events").await;
+    assert_eq!(checked, 28 + count(&app.state.db, "users").await);
     assert!(
-        page.contains("<dt>Events checked</dt><dd>28</dd>"),
+        page.contains(&format!("<dt>Events checked</dt><dd>{checked}</dd>")),
         "{page}"
     );
     for (stream, version, problem) in &expected {
@@ -932,7 +935,8 @@ async fn auditors_filter_and_page_the_log_and_others_are_refused(test_db: &TestD
         all.windows(2).all(|p| p[0] > p[1]),
         "newest first, none twice: {all:?}"
     );
-    assert_eq!(all.len() as i64, count(&state.db, "events").await);
+    // Every quote event; people's events have their own pages.
+    assert_eq!(all.len() as i64, count(&state.db, "audit_timeline").await);
     let newer = link(&body, "Newer events").expect("a link back");
     let back = html_page(app.get(&format!("/audit{newer}")).await, 200).await;
     assert_eq!(log_positions(&back), page_one);

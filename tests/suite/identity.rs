@@ -14,7 +14,7 @@ use quoteline::identity::{
 };
 use quoteline::kernel::Role;
 use quoteline::on_backend;
-use quoteline::state::Caches;
+use quoteline::state::{AppState, Caches};
 
 use crate::support::{
     TestApp, TestDb, assert_is_redirect_to, csrf_token_in, html_page, post_sign_in, session_cookie,
@@ -24,7 +24,7 @@ use crate::support::{
 storage_tests!(
     signing_in_renews_the_session_and_sends_an_agent_to_their_quotes,
     each_role_starts_at_its_own_page,
-    an_admin_starts_at_the_administration_page,
+    an_admin_starts_at_the_people_page,
     an_unknown_user_and_a_wrong_password_get_the_same_answer,
     a_username_no_account_can_have_is_refused_like_an_unknown_one,
     an_empty_sign_in_form_asks_for_both_fields,
@@ -98,14 +98,15 @@ async fn each_role_starts_at_its_own_page(test_db: &TestDb) {
     }
 }
 
-async fn an_admin_starts_at_the_administration_page(test_db: &TestDb) {
+async fn an_admin_starts_at_the_people_page(test_db: &TestDb) {
     let app = TestApp::spawn(test_db).await;
     let password = app.add_user("root", &[Role::Admin]).await;
 
-    assert_is_redirect_to(&app.sign_in("root", &password).await, "/");
-    let body = html_page(app.get("/").await, 200).await;
+    assert_is_redirect_to(&app.sign_in("root", &password).await, "/people");
+    assert_is_redirect_to(&app.get("/").await, "/people");
+    let body = html_page(app.get("/people").await, 200).await;
 
-    assert!(body.contains("<h1>Administration</h1>"), "{body}");
+    assert!(body.contains("<h1>People</h1>"), "{body}");
     assert!(
         body.contains("Signed in as <strong>root</strong>"),
         "{body}"
@@ -432,7 +433,8 @@ async fn a_guarded_page_lets_in_a_person_with_any_of_its_roles(test_db: &TestDb)
 }
 
 async fn adding_a_user_twice_is_refused_as_a_duplicate(test_db: &TestDb) {
-    let db = &test_db.db;
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
+    let db = &state.store;
     identity::add_user(db, "asha", "first-password", &[Role::Agent])
         .await
         .unwrap();
@@ -448,14 +450,20 @@ async fn adding_a_user_twice_is_refused_as_a_duplicate(test_db: &TestDb) {
 }
 
 async fn a_password_is_stored_only_as_an_argon2id_hash(test_db: &TestDb) {
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
     let db = &test_db.db;
-    let user = identity::add_user(db, "asha", "correct horse battery", &[Role::Agent])
-        .await
-        .unwrap();
+    let user = identity::add_user(
+        &state.store,
+        "asha",
+        "correct horse battery",
+        &[Role::Agent],
+    )
+    .await
+    .unwrap();
 
     let stored: String = on_backend!(db, pool => {
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = $1")
-            .bind("asha")
+        sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+            .bind(user.id)
             .fetch_one(pool)
             .await
     })
@@ -469,7 +477,8 @@ async fn a_password_is_stored_only_as_an_argon2id_hash(test_db: &TestDb) {
 }
 
 async fn a_short_or_empty_password_is_refused(test_db: &TestDb) {
-    let db = &test_db.db;
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
+    let db = &state.store;
 
     let short = identity::add_user(db, "asha", "seven77", &[Role::Agent]).await;
     let empty = identity::add_user(db, "asha", "", &[Role::Agent]).await;
@@ -482,11 +491,9 @@ async fn a_short_or_empty_password_is_refused(test_db: &TestDb) {
         matches!(empty, Err(AddUserError::EmptyPassword)),
         "{empty:?}"
     );
-    assert!(
-        identity::add_user(db, "asha", "eight888", &[Role::Agent])
-            .await
-            .is_ok()
-    );
+    identity::add_user(db, "asha", "eight888", &[Role::Agent])
+        .await
+        .unwrap();
 }
 
 async fn a_role_changed_in_this_process_is_seen_by_the_next_request(test_db: &TestDb) {
@@ -494,10 +501,15 @@ async fn a_role_changed_in_this_process_is_seen_by_the_next_request(test_db: &Te
     app.sign_in_as("asha", &[Role::Agent]).await;
     assert_is_redirect_to(&app.get("/").await, "/quotes");
 
-    identity::add_or_reset_user(
-        &app.state.db,
-        "asha",
-        "a-new-password",
+    let asha = identity::projection::person_named(&app.state.db, "asha")
+        .await
+        .unwrap()
+        .unwrap();
+    identity::people::set_roles(
+        &app.state.store,
+        &identity::ChangedBy::tool("test"),
+        asha.id,
+        asha.version,
         &[Role::Underwriter],
     )
     .await
@@ -510,10 +522,16 @@ async fn a_role_changed_in_this_process_is_seen_by_the_next_request(test_db: &Te
 async fn a_role_changed_by_another_process_is_seen_within_the_time_to_live(test_db: &TestDb) {
     let time_to_live = Duration::from_millis(400);
     let cache = UserCache::new(100, time_to_live);
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
     let db = &test_db.db;
-    let user = identity::add_user(db, "asha", "correct horse battery", &[Role::Agent])
-        .await
-        .unwrap();
+    let user = identity::add_user(
+        &state.store,
+        "asha",
+        "correct horse battery",
+        &[Role::Agent],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         cache.find(db, user.id).await.unwrap().unwrap().roles,
         [Role::Agent]
@@ -540,12 +558,18 @@ async fn a_role_changed_by_another_process_is_seen_within_the_time_to_live(test_
 }
 
 async fn the_user_cache_holds_at_most_its_capacity(test_db: &TestDb) {
+    let state = AppState::open(test_db.db.clone()).await.unwrap();
     let db = &test_db.db;
     let cache = UserCache::new(4, Duration::from_secs(60));
     for n in 0..12 {
-        let user = identity::add_user(db, &format!("user{n}"), "long enough", &[Role::Agent])
-            .await
-            .unwrap();
+        let user = identity::add_user(
+            &state.store,
+            &format!("user{n}"),
+            "long enough",
+            &[Role::Agent],
+        )
+        .await
+        .unwrap();
         assert_eq!(cache.find(db, user.id).await.unwrap(), Some(user));
     }
 

@@ -20,6 +20,7 @@ mod demo;
 mod eventstore;
 mod identity;
 mod metrics;
+mod people;
 mod projections;
 mod proof;
 mod publisher;

@@ -269,7 +269,7 @@ impl TestApp {
     /// Adds a person with these roles; returns their password.
     pub async fn add_user(&self, username: &str, roles: &[Role]) -> String {
         let password = format!("pw-{username}-{}", uuid::Uuid::now_v7().simple());
-        quoteline::identity::add_user(&self.state.db, username, &password, roles)
+        quoteline::identity::add_user(&self.state.store, username, &password, roles)
             .await
             .expect("add a user");
         password

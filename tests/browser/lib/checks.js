@@ -50,8 +50,10 @@ const validator = new HtmlValidate({
  */
 function isDeliberate(message) {
   // The family form's child names are repeated inputs named `children`, read in order
-  // as a list (src/quoting/forms.rs, `InputName`), without PHP's `children[]` suffix.
-  return message.ruleId === 'form-dup-name' && message.context?.name === 'children';
+  // as a list (src/quoting/forms.rs, `InputName`), without PHP's `children[]` suffix;
+  // the people forms' role checkboxes are one group named `roles`, read the same way
+  // (src/identity/people_pages.rs, `PersonForm`).
+  return message.ruleId === 'form-dup-name' && ['children', 'roles'].includes(message.context?.name);
 }
 
 /** html-validate's errors in the HTML as sent, as lines; none when it passes. */
