@@ -20,12 +20,15 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::db::{Backend, Conn, Db, Tables, rename_identifiers};
 use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, catch_up_on};
-use crate::eventstore::{CatchUpError, Projector, ReadError, catch_up, event_count};
+use crate::eventstore::{
+    CatchUpError, Projector, ReadError, Rebuildable, Together, catch_up, clear_part, event_count,
+};
 use crate::lock::{LockError, MaintenanceLock};
-use crate::quoting::projection::{QuoteProjector, checkpoint_name, clear};
-use crate::state::quote_projector;
+use crate::state::rebuildable;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +73,7 @@ pub async fn rebuild(
     let live = chosen(only)?;
     let lock = MaintenanceLock::take(db, "rebuild").await?;
     let outcome = async {
-        let shadow = live.copy(Tables::Shadow);
+        let shadow = Together(live.0.iter().map(|p| p.copy(Tables::Shadow)).collect());
         let indexes = prepare_shadows(db, &live, &shadow).await?;
         let total = event_count(db).await?;
         progress(0, total);
@@ -81,7 +84,7 @@ pub async fn rebuild(
         events += catch_up(db, &shadow, PAGE, |_| {}).await?;
         events += swap(db, &live, &shadow).await?;
         Ok(Rebuilt {
-            projections: live.members().iter().map(|p| p.name()).collect(),
+            projections: parts(&live).map(|part| part.name).collect(),
             events,
             took: started.elapsed(),
         })
@@ -97,11 +100,7 @@ const FILL_CACHE_KIB: i64 = 256 * 1024;
 
 /// Replays the whole log into the shadow projections, on one connection of its own
 /// (on SQLite with a large page cache, given back to the default afterwards).
-async fn fill(
-    db: &Db,
-    shadow: &QuoteProjector,
-    progress: impl FnMut(u64),
-) -> Result<u64, RebuildError> {
+async fn fill(db: &Db, shadow: &Together, progress: impl FnMut(u64)) -> Result<u64, RebuildError> {
     let mut pooled = db.acquire().await?;
     let sqlite = matches!(db, Backend::Sqlite(_));
     if sqlite {
@@ -125,23 +124,37 @@ async fn fill(
 }
 
 /// Every projection, or the one called `only`.
-fn chosen(only: Option<&str>) -> Result<QuoteProjector, RebuildError> {
-    let every = quote_projector();
+fn chosen(only: Option<&str>) -> Result<Together, RebuildError> {
+    let every = Together(rebuildable());
     let Some(name) = only else {
         return Ok(every);
     };
     every
-        .each()
-        .find(|alone| alone.projections()[0] == name)
+        .0
+        .iter()
+        .find_map(|projector| projector.alone(name))
+        .map(|alone| Together(vec![alone]))
         .ok_or_else(|| RebuildError::Unknown {
             name: name.to_owned(),
-            known: every
-                .members()
-                .iter()
-                .map(|p| p.name())
+            known: parts(&every)
+                .map(|part| part.name)
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// Each projection of these projectors, with the copy of its tables it writes.
+fn parts(projectors: &Together) -> impl Iterator<Item = crate::eventstore::Part> + '_ {
+    projectors.0.iter().flat_map(|p| p.parts())
+}
+
+/// Each projection with the copy of its tables its projector writes.
+fn parts_writing(
+    projectors: &Together,
+) -> impl Iterator<Item = (crate::eventstore::Part, Tables)> + '_ {
+    projectors.0.iter().flat_map(|p: &Arc<dyn Rebuildable>| {
+        p.parts().into_iter().map(|part| (part, p.writes_to()))
+    })
 }
 
 /// Fresh, empty shadow tables (a crashed rebuild's are dropped first), each projection
@@ -149,19 +162,19 @@ fn chosen(only: Option<&str>) -> Result<QuoteProjector, RebuildError> {
 /// that index them once filled.
 async fn prepare_shadows(
     db: &Db,
-    live: &QuoteProjector,
-    shadow: &QuoteProjector,
+    live: &Together,
+    shadow: &Together,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut pooled = db.acquire().await?;
     let mut tx = pooled.as_conn().begin_write().await?;
     let mut indexes = Vec::new();
-    for projection in live.members() {
-        for table in projection.tables() {
+    for part in parts(live) {
+        for table in part.tables {
             indexes.extend(create_shadow(tx.as_conn(), table).await?);
         }
     }
-    for projection in shadow.members() {
-        clear(tx.as_conn(), projection.as_ref()).await?;
+    for (part, tables) in parts_writing(shadow) {
+        clear_part(tx.as_conn(), &part, tables).await?;
     }
     tx.commit().await?;
     Ok(indexes)
@@ -170,11 +183,7 @@ async fn prepare_shadows(
 /// Applies what was written since the last page, then puts the shadow tables in the
 /// live ones' place, in one transaction that appends wait for. Returns the events it
 /// applied.
-async fn swap(
-    db: &Db,
-    live: &QuoteProjector,
-    shadow: &QuoteProjector,
-) -> Result<u64, RebuildError> {
+async fn swap(db: &Db, live: &Together, shadow: &Together) -> Result<u64, RebuildError> {
     let mut pooled = db.acquire().await?;
     let mut tx = pooled.as_conn().begin_write().await?;
     if let Backend::Postgres(_) = tx.as_conn() {
@@ -198,11 +207,11 @@ async fn swap(
             .map_err(CatchUpError::from)?;
         applied += events.len() as u64;
     }
-    for projection in live.members() {
-        for table in projection.tables() {
+    for (part, tables) in parts_writing(live) {
+        for table in part.tables {
             replace_with_shadow(tx.as_conn(), table).await?;
         }
-        let name = checkpoint_name(projection.as_ref());
+        let name = tables.name(part.name).into_owned();
         checkpoints::forget(tx.as_conn(), &name).await?;
         if from != Default::default() {
             checkpoints::advance(tx.as_conn(), &[name], from).await?;

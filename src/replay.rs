@@ -15,12 +15,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::eventstore::checkpoints::{last_position, read_all_in};
+use crate::eventstore::checkpoints::{self, last_position, read_all_in};
 use crate::eventstore::copy::{copy_in, follow_positions};
 use crate::eventstore::{
-    CatchUpError, GlobalPosition, ReadError, RecordedEvent, event_count, read_stream_in,
+    CatchUpError, GlobalPosition, ReadError, RecordedEvent, Together, catch_up, event_count,
+    read_stream_in,
 };
-use crate::state::quote_projector;
+use crate::state::rebuildable;
 
 /// Up to where history is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +151,15 @@ async fn finish(
     let mut pooled = target.acquire().await?;
     follow_positions(pooled.as_conn()).await?;
     drop(pooled);
-    quote_projector().catch_up(target).await?;
+    // Into an empty database: every projection stands at the start, so all catch up
+    // together, each event read once.
+    catch_up(
+        target,
+        &Together(rebuildable()),
+        checkpoints::CATCH_UP_PAGE,
+        |_| {},
+    )
+    .await?;
     Ok(Replayed {
         events: copied,
         streams: cut.streams.len() as u64,

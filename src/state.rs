@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::audit::TimelineProjection;
 use crate::audit::signing::InstallationKey;
 use crate::db::Db;
-use crate::eventstore::{EventStore, Projector, SnapshotPolicy};
+use crate::eventstore::{EventStore, Projector, Rebuildable, SnapshotPolicy};
 use crate::identity::sessions::{SessionCache, SessionSettings};
 use crate::identity::{Sessions, SignInLimits, UsersProjection, attempts, people};
 use crate::quoting::projection::QuoteProjector;
@@ -57,6 +57,15 @@ pub fn quote_projector() -> QuoteProjector {
     ])
 }
 
+/// Every projection kept from the log that `quoteline rebuild` can replay: the
+/// quotes' and the people's (`users`).
+pub fn rebuildable() -> Vec<Arc<dyn Rebuildable>> {
+    vec![
+        Arc::new(quote_projector()),
+        Arc::new(UsersProjection::default()),
+    ]
+}
+
 /// How a process keeps state from the log: its caches, and when it takes snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -91,7 +100,7 @@ impl AppState {
         // Before the store's writer starts: a projection that is new or behind
         // catches up from its checkpoint, then stays current inline.
         projector.catch_up(&db).await?;
-        let users = UsersProjection;
+        let users = UsersProjection::default();
         users.catch_up(&db).await?;
         let projectors: Vec<Arc<dyn Projector>> = vec![Arc::new(projector), Arc::new(users)];
         let store = EventStore::new(db.clone(), projectors);

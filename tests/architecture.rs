@@ -462,7 +462,7 @@ const ALLOWED: [(&str, &[&str]); 19] = [
         ],
     ),
     ("lock", &["db"]),
-    ("rebuild", &["db", "eventstore", "lock", "quoting", "state"]),
+    ("rebuild", &["db", "eventstore", "lock", "state"]),
     ("archive", &["db", "eventstore", "lock", "quoting"]),
     ("publisher", &["db", "eventstore", "lock"]),
     ("telemetry", &["state", "web"]),

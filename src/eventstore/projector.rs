@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::model::RecordedEvent;
-use crate::db::Conn;
+use crate::db::{Conn, Tables};
 
 /// Keeps a projection up to date inside the append's transaction: what it writes
 /// commits or rolls back with the events.
@@ -45,3 +45,65 @@ pub enum ProjectionError {
 }
 
 pub type Projectors = Arc<[Arc<dyn Projector>]>;
+
+/// One projection a [`Rebuildable`] projector keeps: its name (its checkpoint's, for
+/// the live tables), its tables and the statements that empty them, by live names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub name: &'static str,
+    pub tables: &'static [&'static str],
+    pub clear: &'static [&'static str],
+}
+
+/// A projector whose tables a rebuild can fill beside the live ones (a copy of it
+/// writing to [`Tables::Shadow`]) and swap in.
+pub trait Rebuildable: Projector {
+    /// The projections it keeps.
+    fn parts(&self) -> Vec<Part>;
+
+    /// Which copy of its tables it writes.
+    fn writes_to(&self) -> Tables;
+
+    /// The same projector, writing to that copy of its tables.
+    fn copy(&self, tables: Tables) -> Arc<dyn Rebuildable>;
+
+    /// The projector of the projection `name` alone, if it keeps one of that name.
+    fn alone(&self, name: &str) -> Option<Arc<dyn Rebuildable>>;
+}
+
+/// Empties `part`'s copy of its tables (the one `tables` names) and forgets its
+/// checkpoint, in the caller's transaction: it then catches up from the first event.
+pub async fn clear_part(
+    mut conn: Conn<'_>,
+    part: &Part,
+    tables: Tables,
+) -> Result<(), sqlx::Error> {
+    for statement in part.clear {
+        conn.execute_plain(&tables.rename(statement, part.tables))
+            .await?;
+    }
+    super::checkpoints::forget(conn, &tables.name(part.name)).await
+}
+
+/// Several projectors as one: each applies every batch, in order. A rebuild fills
+/// them together, reading the log once.
+pub struct Together(pub Vec<Arc<dyn Rebuildable>>);
+
+impl Projector for Together {
+    fn projections(&self) -> Vec<String> {
+        self.0.iter().flat_map(|p| p.projections()).collect()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        mut conn: Conn<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            for projector in &self.0 {
+                projector.apply(conn.reborrow(), events).await?;
+            }
+            Ok(())
+        })
+    }
+}

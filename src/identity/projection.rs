@@ -10,17 +10,30 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::person::{Person, PersonEvent, is_person_event};
-use crate::db::{Conn, Db};
-use crate::eventstore::{ProjectionError, Projector, RecordedEvent, catch_up, checkpoints};
+use std::sync::Arc;
+
+use crate::db::{Conn, Db, Tables};
+use crate::eventstore::{
+    Part, ProjectionError, Projector, Rebuildable, RecordedEvent, catch_up, checkpoints,
+};
 use crate::kernel::Role;
 use crate::on_backend;
 
 /// The name of the projection (its checkpoint).
 pub const USERS: &str = "users";
 
-/// Keeps `users` from the person events; leaves every other event alone.
-#[derive(Debug, Default)]
-pub struct UsersProjection;
+/// Keeps `users` (or a rebuild's shadow of it) from the person events; leaves every
+/// other event alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UsersProjection {
+    tables: Tables,
+}
+
+/// Its tables, by their live names.
+const TABLES: &[&str] = &["users"];
+
+/// Empties it. `credentials` is not its: a rebuild leaves passwords alone.
+const CLEAR: &[&str] = &["DELETE FROM users"];
 
 impl UsersProjection {
     /// Brings `users` up to the end of the log (before appends start).
@@ -93,8 +106,18 @@ pub fn parse_roles(stored: &str) -> Vec<Role> {
 
 /// The person with this id as `users` holds them.
 pub async fn person(conn: Conn<'_>, id: Uuid) -> Result<Option<Person>, sqlx::Error> {
+    person_in(conn, Tables::Live, id).await
+}
+
+/// The person with this id as that copy of `users` holds them.
+async fn person_in(
+    conn: Conn<'_>,
+    tables: Tables,
+    id: Uuid,
+) -> Result<Option<Person>, sqlx::Error> {
+    let sql = tables.rename(SELECT_PERSON, TABLES);
     let row: Option<PersonRow> = on_backend!(conn, c => {
-        sqlx::query_as(SELECT_PERSON).bind(id).fetch_optional(&mut *c).await
+        sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await
     })?;
     Ok(row.map(Person::from))
 }
@@ -112,9 +135,31 @@ pub async fn active_admins(conn: Conn<'_>) -> Result<i64, sqlx::Error> {
     on_backend!(conn, c => sqlx::query_scalar(COUNT_ACTIVE_ADMINS).fetch_one(&mut *c).await)
 }
 
+impl Rebuildable for UsersProjection {
+    fn parts(&self) -> Vec<Part> {
+        vec![Part {
+            name: USERS,
+            tables: TABLES,
+            clear: CLEAR,
+        }]
+    }
+
+    fn writes_to(&self) -> Tables {
+        self.tables
+    }
+
+    fn copy(&self, tables: Tables) -> Arc<dyn Rebuildable> {
+        Arc::new(UsersProjection { tables })
+    }
+
+    fn alone(&self, name: &str) -> Option<Arc<dyn Rebuildable>> {
+        (name == USERS).then(|| Arc::new(*self) as Arc<dyn Rebuildable>)
+    }
+}
+
 impl Projector for UsersProjection {
     fn projections(&self) -> Vec<String> {
-        vec![USERS.to_owned()]
+        vec![self.tables.name(USERS).into_owned()]
     }
 
     fn apply<'a>(
@@ -132,7 +177,8 @@ impl Projector for UsersProjection {
                     Some(at) => Some(*at),
                     None if matches!(event, PersonEvent::PersonAdded { .. }) => None,
                     None => {
-                        let Some(stored) = person(conn.reborrow(), recorded.stream_id).await?
+                        let Some(stored) =
+                            person_in(conn.reborrow(), self.tables, recorded.stream_id).await?
                         else {
                             return Err(not_added(recorded));
                         };
@@ -156,9 +202,10 @@ impl Projector for UsersProjection {
                 return Ok(());
             }
             on_backend!(conn, c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO users (id, username, roles, created_at, active, version) ",
-                );
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO {} (id, username, roles, created_at, active, version) ",
+                    self.tables.name("users")
+                ));
                 query.push_values(&people, |mut row, person| {
                     row.push_bind(person.id)
                         .push_bind(&person.username)

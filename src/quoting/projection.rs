@@ -9,8 +9,11 @@ use uuid::Uuid;
 
 use super::domain::{EventKind, QuoteEvent};
 use crate::db::{Conn, Db, Tables};
-use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
-use crate::eventstore::{CatchUpError, ProjectionError, Projector, RecordedEvent, catch_up};
+use crate::eventstore::checkpoints::CATCH_UP_PAGE;
+use crate::eventstore::{
+    CatchUpError, Part, ProjectionError, Projector, Rebuildable, RecordedEvent, catch_up,
+    clear_part,
+};
 
 /// A stored event with its decoded quote event.
 pub struct Projected<'a> {
@@ -123,18 +126,44 @@ pub fn checkpoint_name(projection: &dyn QuoteProjection) -> String {
     projection.writes_to().name(projection.name()).into_owned()
 }
 
+/// The projection as a rebuild sees it: its name, tables and emptying statements.
+pub fn part_of(projection: &dyn QuoteProjection) -> Part {
+    Part {
+        name: projection.name(),
+        tables: projection.tables(),
+        clear: projection.clear(),
+    }
+}
+
 /// Empties the projection's copy of its tables and forgets its checkpoint, in the
 /// caller's transaction.
-pub async fn clear(
-    mut conn: Conn<'_>,
-    projection: &dyn QuoteProjection,
-) -> Result<(), sqlx::Error> {
-    let tables = projection.writes_to();
-    for statement in projection.clear() {
-        conn.execute_plain(&tables.rename(statement, projection.tables()))
-            .await?;
+pub async fn clear(conn: Conn<'_>, projection: &dyn QuoteProjection) -> Result<(), sqlx::Error> {
+    clear_part(conn, &part_of(projection), projection.writes_to()).await
+}
+
+impl Rebuildable for QuoteProjector {
+    fn parts(&self) -> Vec<Part> {
+        self.projections
+            .iter()
+            .map(|p| part_of(p.as_ref()))
+            .collect()
     }
-    checkpoints::forget(conn, &checkpoint_name(projection)).await
+
+    fn writes_to(&self) -> Tables {
+        self.projections
+            .first()
+            .map_or(Tables::Live, |p| p.writes_to())
+    }
+
+    fn copy(&self, tables: Tables) -> Arc<dyn Rebuildable> {
+        Arc::new(QuoteProjector::copy(self, tables))
+    }
+
+    fn alone(&self, name: &str) -> Option<Arc<dyn Rebuildable>> {
+        self.each()
+            .find(|alone| alone.projections[0].name() == name)
+            .map(|alone| Arc::new(alone) as Arc<dyn Rebuildable>)
+    }
 }
 
 impl Projector for QuoteProjector {

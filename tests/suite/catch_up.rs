@@ -150,8 +150,9 @@ async fn a_projection_behind_catches_up_when_the_app_opens(test_db: &TestDb) {
     );
 }
 
-/// The store holds other streams than quotes (a person's, say): appending their
-/// events runs the quote projections, which leave them be, inline and catching up.
+/// The store holds other streams than quotes (people's, and whatever a context added
+/// later, an invoice say): appending their events runs the quote projections, which
+/// leave them be, inline and catching up.
 async fn events_of_streams_that_are_not_quotes_pass_the_quote_projections_by(test_db: &TestDb) {
     let app = AppState::open(test_db.db.clone()).await.unwrap();
     let quotes = random_history(&app, 5, 3, 4).await;
@@ -163,9 +164,9 @@ async fn events_of_streams_that_are_not_quotes_pass_the_quote_projections_by(tes
             stream_id: person,
             expected: ExpectedVersion::NoStream,
             events: vec![NewEvent {
-                event_type: "PersonAdded".into(),
+                event_type: "InvoiceIssued".into(),
                 schema_version: 1,
-                payload: serde_json::json!({"username": "asha", "roles": ["agent"]}),
+                payload: serde_json::json!({"number": "INV-1", "amount": "120.00"}),
             }],
             metadata: Metadata::new("root", chrono::Utc::now()),
         })

@@ -556,14 +556,32 @@ async fn the_users_table_is_the_fold_of_the_person_events(test_db: &TestDb) {
         .await
         .unwrap();
     drop(pooled);
-    assert!(UsersProjection.catch_up(&app.state.db).await.unwrap() > 0);
+    assert!(
+        UsersProjection::default()
+            .catch_up(&app.state.db)
+            .await
+            .unwrap()
+            > 0
+    );
     let (again, _) = users_and_fold(&app.state).await;
     assert_eq!(again, stored);
+    // Rebuilt beside the live table and swapped in: the same rows, and its unique
+    // username still refuses a second person of a name.
+    let rebuilt = quoteline::rebuild::rebuild(&app.state.db, Some("users"), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.projections, ["users"]);
+    assert_eq!(users_and_fold(&app.state).await.0, stored);
+    let twice = identity::add_user(store, "asha", "long enough pw", &[Role::Agent]).await;
+    assert!(
+        matches!(twice, Err(identity::AddUserError::Duplicate(_))),
+        "{twice:?}"
+    );
     // Applying the log again changes nothing.
     let mut pooled = app.state.db.acquire().await.unwrap();
     let mut tx = pooled.as_conn().begin_write().await.unwrap();
     let log = whole_log(store, 500).await;
-    quoteline::eventstore::Projector::apply(&UsersProjection, tx.as_conn(), &log)
+    quoteline::eventstore::Projector::apply(&UsersProjection::default(), tx.as_conn(), &log)
         .await
         .unwrap();
     tx.commit().await.unwrap();

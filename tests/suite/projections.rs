@@ -178,6 +178,9 @@ pub async fn tables(db: &Db) -> Vec<String> {
         let timeline: Vec<quoteline::audit::TimelineEntry> = sqlx::query_as(&format!(
             "{} ORDER BY position", quoteline::audit::timeline::SELECT_ENTRY
         )).fetch_all(pool).await.unwrap();
+        let users: Vec<(Uuid, String, String, DateTime<Utc>, bool, i64)> = sqlx::query_as(
+            "SELECT id, username, roles, created_at, active, version FROM users ORDER BY id",
+        ).fetch_all(pool).await.unwrap();
         let states: Vec<(Uuid, String, i64, i32, Json<serde_json::Value>)> = sqlx::query_as(
             "SELECT quote_id, reference, version, schema_version, state FROM audit_quote_state \
              ORDER BY quote_id",
@@ -191,6 +194,7 @@ pub async fn tables(db: &Db) -> Vec<String> {
             format!("waiting {total}"),
             format!("{timeline:?}"),
             format!("{states:?}"),
+            format!("{users:?}"),
         ]
     })
 }

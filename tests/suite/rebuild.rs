@@ -24,6 +24,7 @@ async fn indexes(db: &quoteline::db::Db) -> Vec<String> {
         "approval_queue_total",
         "audit_timeline",
         "audit_quote_state",
+        "users",
     ];
     let mut found: Vec<String> = match db {
         quoteline::db::Backend::Sqlite(pool) => {
@@ -103,7 +104,7 @@ async fn a_rebuild_of_a_generated_history_equals_the_live_tables(test_db: &TestD
         .unwrap();
     assert_eq!(
         rebuilt.projections,
-        ["quote_summary", "approval_queue", "audit_timeline"]
+        ["quote_summary", "approval_queue", "audit_timeline", "users"]
     );
     assert_eq!(rebuilt.events, events);
     assert_eq!(seen.first(), Some(&(0, events)));
