@@ -26,6 +26,7 @@ storage_tests!(
     no_change_leaves_the_installation_without_an_active_admin,
     the_users_table_is_the_fold_of_the_person_events,
     people_from_before_events_get_their_person_added_at_start_up,
+    the_command_line_adds_a_person_through_the_same_events,
     the_quote_timeline_shows_the_roles_a_decider_held_when_deciding,
     verify_covers_the_person_streams,
 );
@@ -641,6 +642,27 @@ async fn people_from_before_events_get_their_person_added_at_start_up(test_db: &
         &olga.sign_in("olga", &password).await,
         "/underwriting/queue",
     );
+}
+
+async fn the_command_line_adds_a_person_through_the_same_events(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let password = crate::crash::add_agent(test_db, "carl").await;
+
+    let carl = person(&app, "carl").await;
+    let stream = app.state.store.read_stream(carl.id, 0).await.unwrap();
+    assert_eq!(stream.len(), 1);
+    assert_eq!(stream[0].actor, "command line");
+    assert_eq!(
+        PersonEvent::decode(&stream[0]).unwrap(),
+        PersonEvent::PersonAdded {
+            username: "carl".into(),
+            roles: vec![Role::Agent],
+        }
+    );
+    let (stored, folded) = users_and_fold(&app.state).await;
+    assert_eq!(stored, folded);
+    // Not a one-time password: carl goes straight to his quotes.
+    assert_is_redirect_to(&app.sign_in("carl", &password).await, "/quotes");
 }
 
 async fn the_quote_timeline_shows_the_roles_a_decider_held_when_deciding(test_db: &TestDb) {
