@@ -82,7 +82,7 @@ async fn list(State(state): State<AppState>, Admin(user): Admin) -> Result<ListP
 }
 
 fn when(at: DateTime<Utc>) -> String {
-    at.format("%-d %b %Y %H:%M UTC").to_string()
+    at.format("%-d %b %Y %H:%M:%S UTC").to_string()
 }
 
 // ----- Adding a person ----------------------------------------------------------------
