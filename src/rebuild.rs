@@ -8,24 +8,26 @@
 //! 2. Each projection's tables get a shadow copy (`quote_summary__rebuild`, …), made
 //!    from the live table's own definition, indexes and constraints included; the
 //!    projections write to it under their own checkpoints (`quote_summary__rebuild`).
-//! 3. The shadow projections catch up from the first event, a page per transaction,
-//!    like any projection that is behind (`eventstore::checkpoints::catch_up`), on one
-//!    connection (on SQLite with a 256 MiB page cache); the live ones keep being
-//!    written inline meanwhile. The shadows' secondary indexes are built after that,
+//! 3. The shadow projections are filled from the first event, a page per transaction
+//!    on one connection (on SQLite with a 256 MiB page cache), while a reader on
+//!    another connection reads the next page; the live ones keep being written inline
+//!    meanwhile. The shadows' secondary indexes are built after that,
 //!    over all their rows at once, and the shadows catch up again.
 //! 4. The swap: one write transaction that shuts appends out (SQLite's write lock; on
 //!    PostgreSQL an EXCLUSIVE lock on `events`, which readers pass), applies the few
 //!    events written since the last page, drops the live tables, renames the shadows
 //!    into their place, and hands the live checkpoints the shadows' positions.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
+use tokio::sync::mpsc;
 
 use crate::db::{Backend, Conn, Db, Tables, rename_identifiers};
-use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, catch_up_on};
+use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, last_position};
 use crate::eventstore::{
-    CatchUpError, Projector, ReadError, Rebuildable, Together, catch_up, clear_part, event_count,
+    CatchUpError, GlobalPosition, Projector, ReadError, Rebuildable, RecordedEvent, Together,
+    catch_up, clear_part, event_count,
 };
 use crate::lock::{LockError, MaintenanceLock};
 use crate::state::rebuildable;
@@ -98,9 +100,22 @@ pub async fn rebuild(
 /// indexes stay in memory instead of being read back from the file page by page.
 const FILL_CACHE_KIB: i64 = 256 * 1024;
 
-/// Replays the whole log into the shadow projections, on one connection of its own
-/// (on SQLite with a large page cache, given back to the default afterwards).
-async fn fill(db: &Db, shadow: &Together, progress: impl FnMut(u64)) -> Result<u64, RebuildError> {
+/// Replays the log as it stands into the shadow projections. A task of its own reads
+/// the next page (on a connection of its own) while this one applies the last, in a
+/// transaction per page on one connection (on SQLite with a large page cache, given
+/// back to the default afterwards): the read, a third of the work, is done beside the
+/// writes instead of between them. What is written meanwhile, and anything the
+/// gap-safe read holds back, is left to the catch-up that follows.
+async fn fill(
+    db: &Db,
+    shadow: &Together,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, RebuildError> {
+    let Some(end) = last_position(db).await? else {
+        return Ok(0);
+    };
+    let (pages_in, mut pages) = mpsc::channel(1);
+    let reader = tokio::spawn(read_pages(db.clone(), end, pages_in));
     let mut pooled = db.acquire().await?;
     let sqlite = matches!(db, Backend::Sqlite(_));
     if sqlite {
@@ -109,7 +124,24 @@ async fn fill(db: &Db, shadow: &Together, progress: impl FnMut(u64)) -> Result<u
             .execute_plain(&format!("PRAGMA cache_size = -{FILL_CACHE_KIB}"))
             .await?;
     }
-    let filled = catch_up_on(pooled.as_conn(), shadow, PAGE, progress).await;
+    let filled = async {
+        let mut applied = 0;
+        while let Some(page) = pages.recv().await {
+            let events: Vec<RecordedEvent> = page?;
+            let mut tx = pooled.as_conn().begin_write().await?;
+            checkpoints::project(tx.as_conn(), &[shadow as &dyn Projector], &events)
+                .await
+                .map_err(CatchUpError::from)?;
+            tx.commit().await?;
+            applied += events.len() as u64;
+            progress(applied);
+        }
+        Ok::<u64, RebuildError>(applied)
+    }
+    .await;
+    // On an error above the reader stops at its next page: no one receives it.
+    drop(pages);
+    let _ = reader.await;
     if sqlite
         && pooled
             .as_conn()
@@ -120,7 +152,41 @@ async fn fill(db: &Db, shadow: &Together, progress: impl FnMut(u64)) -> Result<u
         // A pooled connection must not keep a quarter of a gigabyte of cache.
         pooled.discard();
     }
-    Ok(filled?)
+    filled
+}
+
+/// Reads the log from its start up to `end` a page at a time, each page sent as soon
+/// as it is read (one waits in the channel while the last is applied). Stops at an
+/// empty page, an error (sent on), or when no one receives.
+async fn read_pages(
+    db: Db,
+    end: GlobalPosition,
+    pages: mpsc::Sender<Result<Vec<RecordedEvent>, RebuildError>>,
+) {
+    let mut pooled = match db.acquire().await {
+        Ok(pooled) => pooled,
+        Err(error) => {
+            let _ = pages.send(Err(error.into())).await;
+            return;
+        }
+    };
+    let mut from = GlobalPosition::START;
+    while from < end {
+        let page = checkpoints::read_all_in(pooled.as_conn(), from, PAGE).await;
+        let Some(last) = page
+            .as_ref()
+            .map_or(None, |events| events.last().map(|e| e.global))
+        else {
+            if let Err(error) = page {
+                let _ = pages.send(Err(error.into())).await;
+            }
+            return;
+        };
+        if pages.send(page.map_err(RebuildError::from)).await.is_err() {
+            return;
+        }
+        from = last;
+    }
 }
 
 /// Every projection, or the one called `only`.
