@@ -62,9 +62,14 @@ pub struct Row {
 struct ListPage {
     layout: Layout,
     rows: Vec<Row>,
+    /// Admins change people; auditors read their records.
+    is_admin: bool,
 }
 
-async fn list(State(state): State<AppState>, Admin(user): Admin) -> Result<ListPage, AppError> {
+async fn list(
+    State(state): State<AppState>,
+    AdminOrAuditor(user): AdminOrAuditor,
+) -> Result<ListPage, AppError> {
     let rows = people::directory(&state.db)
         .await
         .map_err(internal)?
@@ -76,6 +81,7 @@ async fn list(State(state): State<AppState>, Admin(user): Admin) -> Result<ListP
         })
         .collect();
     Ok(ListPage {
+        is_admin: user.has_role(Role::Admin),
         layout: user.layout(),
         rows,
     })

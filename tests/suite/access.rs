@@ -187,7 +187,7 @@ fn table() -> Vec<Row> {
         row(get(), "/quotes/{id}/compare?from=1&to=2", Quote::Decided, HISTORY),
         row(get(), "/quotes/{id}/proof.json", Quote::Decided, AUDITORS),
         row(get(), "/account/password", Quote::None, SIGNED_IN),
-        row(get(), "/people", Quote::None, ADMINS),
+        row(get(), "/people", Quote::None, PEOPLE_READERS),
         row(get(), "/people/new", Quote::None, ADMINS),
         row(get(), "/people/{id}", Quote::Person, PEOPLE_READERS),
         row(get(), "/people/{id}/roles", Quote::Person, ADMINS),
