@@ -192,8 +192,18 @@ impl Lock {
     /// connection on PostgreSQL, after a minute without a beat on SQLite.)
     pub async fn release(self) {
         match self.held {
-            Held::Postgres(connection) => {
-                // Closing the session ends the lock.
+            Held::Postgres(mut connection) => {
+                // Unlocked first: the server ends a closed session (and its locks) a
+                // moment after the client has gone, so a lock taken right after this
+                // returns could still find it held. Closing the session ends it anyway.
+                if let Err(error) =
+                    sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
+                        .bind(self.kind.advisory_class())
+                        .execute(&mut connection)
+                        .await
+                {
+                    tracing::warn!(%error, "the lock could not be given back; closing its session ends it");
+                }
                 if let Err(error) = connection.close().await {
                     tracing::warn!(%error, "the lock's connection did not close cleanly; the server ends its session");
                 }

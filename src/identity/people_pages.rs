@@ -287,7 +287,7 @@ fn with_meta(
     hidden
 }
 
-/// Twelve characters a person can read out and type, from a generator fit for
+/// Sixteen characters a person can read out and type, from a generator fit for
 /// secrets.
 fn one_time_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";

@@ -13,7 +13,34 @@ use quoteline::state::quote_projector;
 use crate::projections::{random_history, tables};
 use crate::support::{TestDb, run_command_ok, run_command_refused};
 
-storage_tests!(a_rebuild_of_a_generated_history_equals_the_live_tables);
+storage_tests!(
+    a_rebuild_of_a_generated_history_equals_the_live_tables,
+    a_lock_given_back_can_be_taken_again_at_once,
+);
+
+/// A maintenance run right after another (an archive after a rebuild) finds the lock
+/// free: giving it back is done when `release` returns, not when the server gets
+/// round to ending the session that held it.
+async fn a_lock_given_back_can_be_taken_again_at_once(test_db: &TestDb) {
+    let app = AppState::open(test_db.db.clone()).await.unwrap();
+    for round in 0..50 {
+        let lock = MaintenanceLock::take(&app.db, "rebuild")
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        lock.release().await;
+        if let quoteline::db::Backend::Postgres(pool) = &app.db {
+            // No session holds an advisory lock of this database any more.
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            assert_eq!(held, 0, "round {round}: the lock is still held");
+        }
+    }
+}
 
 /// The projections' indexes as each backend defines them, index names left out on
 /// SQLite (which cannot rename an index: a rebuild's names alternate).
