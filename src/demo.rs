@@ -71,11 +71,7 @@ pub async fn quote_count(state: &AppState) -> anyhow::Result<i64> {
 }
 
 fn new_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    identity::password::generate(12)
 }
 
 struct Applicant {

@@ -24,6 +24,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 /// The shortest password `user add` accepts.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// A password of `length` characters a person can read out and type (no 0/o, 1/l),
+/// from a generator fit for secrets: the demo's and the one-time ones an admin gives.
+pub fn generate(length: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// Why `password` would be a poor one for the person whose name and other details
 /// are `about`, in words for them: too short, or too easy to guess by zxcvbn's
 /// estimate (fewer than 10^10 guesses), with its advice. `None` for a good one.

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -287,14 +286,9 @@ fn with_meta(
     hidden
 }
 
-/// Sixteen characters a person can read out and type, from a generator fit for
-/// secrets.
+/// A one-time password: sixteen characters to read out and type.
 fn one_time_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    (0..16)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    password::generate(16)
 }
 
 // ----- A person's record -----------------------------------------------------------
