@@ -51,6 +51,12 @@ macro_rules! on_backend {
 /// The default database when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/quoteline.db";
 
+/// Rows of a `WITH changes (…) AS (VALUES …) UPDATE t … FROM changes` statement. SQLite
+/// (3.46 bundled, 3.51 alike) plans one with a few hundred rows or more as a scan of
+/// the whole table, with the rows as a Bloom filter: every such statement then costs
+/// the table's size. At 200 rows and fewer it looks each row up by key.
+pub const UPDATE_FROM_VALUES_ROWS: usize = 100;
+
 impl Db {
     /// Opens a pool for `url` (`sqlite://path` or `postgres://…`); a SQLite file and
     /// its folder are created when missing.

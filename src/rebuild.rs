@@ -8,11 +8,15 @@
 //! 2. Each projection's tables get a shadow copy (`quote_summary__rebuild`, …), made
 //!    from the live table's own definition, indexes and constraints included; the
 //!    projections write to it under their own checkpoints (`quote_summary__rebuild`).
-//! 3. The shadow projections are filled from the first event, a page per transaction
-//!    on one connection (on SQLite with a 256 MiB page cache), while a reader on
-//!    another connection reads the next page; the live ones keep being written inline
-//!    meanwhile. The shadows' secondary indexes are built after that,
-//!    over all their rows at once, and the shadows catch up again.
+//! 3. The shadow projections are filled from the first event by each projector's
+//!    [`Fill`]: a page per transaction on one connection (on SQLite with a 256 MiB
+//!    page cache), while a reader on another connection reads the next page. A
+//!    quote's rows that every event changes (its summary, its place in the queue,
+//!    its folded state) are kept in memory and written once at the end, in key
+//!    order; rows no later event changes (the timeline's) are written page by page.
+//!    The live projections keep being written inline meanwhile. The shadows'
+//!    secondary indexes are built after that, over all their rows at once, and the
+//!    shadows catch up again.
 //! 4. The swap: one write transaction that shuts appends out (SQLite's write lock; on
 //!    PostgreSQL an EXCLUSIVE lock on `events`, which readers pass), applies the few
 //!    events written since the last page, drops the live tables, renames the shadows
@@ -26,7 +30,7 @@ use tokio::sync::mpsc;
 use crate::db::{Backend, Conn, Db, Tables, rename_identifiers};
 use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, last_position};
 use crate::eventstore::{
-    CatchUpError, GlobalPosition, Projector, ReadError, Rebuildable, RecordedEvent, Together,
+    CatchUpError, Fill, GlobalPosition, Projector, ReadError, Rebuildable, RecordedEvent, Together,
     catch_up, clear_part, event_count,
 };
 use crate::lock::{LockError, MaintenanceLock};
@@ -69,6 +73,17 @@ const PAGE: i64 = 100_000;
 pub async fn rebuild(
     db: &Db,
     only: Option<&str>,
+    progress: impl FnMut(u64, u64),
+) -> Result<Rebuilt, RebuildError> {
+    rebuild_in_pages(db, only, PAGE, progress).await
+}
+
+/// [`rebuild`], reading the log `page` events at a time (tests use small pages, so
+/// that a quote's life crosses several).
+pub async fn rebuild_in_pages(
+    db: &Db,
+    only: Option<&str>,
+    page: i64,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Rebuilt, RebuildError> {
     let started = Instant::now();
@@ -79,7 +94,7 @@ pub async fn rebuild(
         let indexes = prepare_shadows(db, &live, &shadow).await?;
         let total = event_count(db).await?;
         progress(0, total);
-        let mut events = fill(db, &shadow, |done| progress(done, total)).await?;
+        let mut events = fill(db, &shadow, page, |done| progress(done, total)).await?;
         build_indexes(db, &indexes).await?;
         // What was written while the indexes were built, so that the swap, which
         // appends wait for, has only the last moments' events to apply.
@@ -100,22 +115,24 @@ pub async fn rebuild(
 /// indexes stay in memory instead of being read back from the file page by page.
 const FILL_CACHE_KIB: i64 = 256 * 1024;
 
-/// Replays the log as it stands into the shadow projections. A task of its own reads
-/// the next page (on a connection of its own) while this one applies the last, in a
-/// transaction per page on one connection (on SQLite with a large page cache, given
-/// back to the default afterwards): the read, a third of the work, is done beside the
-/// writes instead of between them. What is written meanwhile, and anything the
-/// gap-safe read holds back, is left to the catch-up that follows.
+/// Replays the log as it stands into the shadow projections, through their fills. A
+/// task of its own reads the next page (on a connection of its own) while this one
+/// applies the last, in a transaction per page on one connection (on SQLite with a
+/// large page cache, given back to the default afterwards); the fills then write
+/// what they kept in memory, with the shadows' checkpoints, in one transaction. What
+/// is written meanwhile, and anything the gap-safe read holds back, is left to the
+/// catch-up that follows.
 async fn fill(
     db: &Db,
     shadow: &Together,
+    page: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, RebuildError> {
     let Some(end) = last_position(db).await? else {
         return Ok(0);
     };
     let (pages_in, mut pages) = mpsc::channel(1);
-    let reader = tokio::spawn(read_pages(db.clone(), end, pages_in));
+    let reader = tokio::spawn(read_pages(db.clone(), end, page, pages_in));
     let mut pooled = db.acquire().await?;
     let sqlite = matches!(db, Backend::Sqlite(_));
     if sqlite {
@@ -125,17 +142,32 @@ async fn fill(
             .await?;
     }
     let filled = async {
-        let mut applied = 0;
+        let mut fills: Vec<Box<dyn Fill>> = shadow.0.iter().map(|p| p.fill()).collect();
+        let (mut applied, mut last) = (0, None);
         while let Some(page) = pages.recv().await {
             let events: Vec<RecordedEvent> = page?;
             let mut tx = pooled.as_conn().begin_write().await?;
-            checkpoints::project(tx.as_conn(), &[shadow as &dyn Projector], &events)
-                .await
-                .map_err(CatchUpError::from)?;
+            for fill in &mut fills {
+                fill.page(tx.as_conn(), &events)
+                    .await
+                    .map_err(CatchUpError::from)?;
+            }
             tx.commit().await?;
+            last = events.last().map(|e| e.global).or(last);
             applied += events.len() as u64;
             progress(applied);
         }
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let mut tx = pooled.as_conn().begin_write().await?;
+        for fill in fills {
+            fill.finish(tx.as_conn())
+                .await
+                .map_err(CatchUpError::from)?;
+        }
+        checkpoints::advance(tx.as_conn(), &shadow.projections(), last).await?;
+        tx.commit().await?;
         Ok::<u64, RebuildError>(applied)
     }
     .await;
@@ -161,6 +193,7 @@ async fn fill(
 async fn read_pages(
     db: Db,
     end: GlobalPosition,
+    limit: i64,
     pages: mpsc::Sender<Result<Vec<RecordedEvent>, RebuildError>>,
 ) {
     let mut pooled = match db.acquire().await {
@@ -172,7 +205,7 @@ async fn read_pages(
     };
     let mut from = GlobalPosition::START;
     while from < end {
-        let page = checkpoints::read_all_in(pooled.as_conn(), from, PAGE).await;
+        let page = checkpoints::read_all_in(pooled.as_conn(), from, limit).await;
         let Some(last) = page
             .as_ref()
             .map_or(None, |events| events.last().map(|e| e.global))

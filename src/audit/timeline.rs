@@ -25,7 +25,7 @@ use crate::db::{Conn, Db, Tables};
 use crate::eventstore::{self, ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{Quote, QuoteEvent, Status, evolve};
-use crate::quoting::projection::{Projected, QuoteProjection, by_quote};
+use crate::quoting::projection::{Projected, QuoteFill, QuoteProjection, by_quote};
 
 /// One row of the timeline.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -212,29 +212,88 @@ impl QuoteProjection for TimelineProjection {
                         rows.push(entry(projected.recorded, &projected.event, &before, &quote));
                     }
                 }
-                let state = serde_json::to_value(&quote)?;
-                states.push((quote_id, quote.reference, last.max(rows_up_to), state));
+                states.push((quote_id, last.max(rows_up_to), quote));
             }
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 insert(conn.reborrow(), self.tables, chunk).await?;
             }
-            for chunk in states.chunks(ROWS_PER_STATEMENT) {
-                on_backend!(conn.reborrow(), c => {
-                    let mut upsert = sqlx::QueryBuilder::new(self.tables.rename(UPSERT_STATES, TABLES));
-                    upsert.push_values(chunk, |mut row, (quote_id, reference, version, state)| {
-                        row.push_bind(*quote_id)
-                            .push_bind(reference)
-                            .push_bind(*version)
-                            .push_bind(Quote::SCHEMA_VERSION)
-                            .push_bind(Json(state));
-                    });
-                    upsert.push(ON_CONFLICT_REPLACE_STATE);
-                    upsert.build().execute(&mut *c).await?;
-                });
+            write_states(conn, self.tables, &states).await?;
+            Ok(())
+        })
+    }
+
+    fn fill(&self) -> Box<dyn QuoteFill> {
+        Box::new(TimelineFill {
+            tables: self.tables,
+            states: HashMap::new(),
+        })
+    }
+}
+
+/// The timeline's pass over the whole log: each quote's state and version kept in
+/// memory from its first event, its rows written a page at a time (no later event
+/// changes them), the states once at the end.
+struct TimelineFill {
+    tables: Tables,
+    states: HashMap<Uuid, (i64, Quote)>,
+}
+
+impl QuoteFill for TimelineFill {
+    fn page<'a>(
+        &'a mut self,
+        mut conn: Conn<'a>,
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let mut rows = Vec::with_capacity(events.len());
+            for projected in events {
+                let (version, quote) = self.states.entry(projected.recorded.stream_id).or_default();
+                let before = std::mem::take(quote);
+                *quote = evolve(before.clone(), &projected.event);
+                *version = projected.recorded.version;
+                rows.push(entry(projected.recorded, &projected.event, &before, quote));
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                insert(conn.reborrow(), self.tables, chunk).await?;
             }
             Ok(())
         })
     }
+
+    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let mut states: Vec<(Uuid, i64, Quote)> = self
+                .states
+                .into_iter()
+                .map(|(quote_id, (version, quote))| (quote_id, version, quote))
+                .collect();
+            states.sort_unstable_by_key(|(quote_id, ..)| *quote_id);
+            Ok(write_states(conn, self.tables, &states).await?)
+        })
+    }
+}
+
+/// Writes (or replaces) the state rows of these quotes: each folded at its version.
+async fn write_states(
+    mut conn: Conn<'_>,
+    tables: Tables,
+    states: &[(Uuid, i64, Quote)],
+) -> Result<(), sqlx::Error> {
+    for chunk in states.chunks(ROWS_PER_STATEMENT) {
+        on_backend!(conn.reborrow(), c => {
+            let mut upsert = sqlx::QueryBuilder::new(tables.rename(UPSERT_STATES, TABLES));
+            upsert.push_values(chunk, |mut row, (quote_id, version, quote)| {
+                row.push_bind(*quote_id)
+                    .push_bind(quote.reference.as_str())
+                    .push_bind(*version)
+                    .push_bind(Quote::SCHEMA_VERSION)
+                    .push_bind(Json(quote));
+            });
+            upsert.push(ON_CONFLICT_REPLACE_STATE);
+            upsert.build().execute(&mut *c).await?;
+        });
+    }
+    Ok(())
 }
 
 /// The state rows of these quotes, by quote.
@@ -259,6 +318,7 @@ async fn states(
     Ok(found)
 }
 
+/// Binds borrow the rows' text: a `String` bound by reference is copied first.
 async fn insert(conn: Conn<'_>, tables: Tables, rows: &[TimelineEntry]) -> Result<(), sqlx::Error> {
     on_backend!(conn, c => {
         let mut insert = sqlx::QueryBuilder::new(tables.rename(INSERT, TABLES));
@@ -268,15 +328,15 @@ async fn insert(conn: Conn<'_>, tables: Tables, rows: &[TimelineEntry]) -> Resul
                 .push_bind(row.stream_id)
                 .push_bind(row.version)
                 .push_bind(row.event_id)
-                .push_bind(&row.event_type)
-                .push_bind(&row.reference)
-                .push_bind(&row.actor)
-                .push_bind(&row.actor_role)
+                .push_bind(row.event_type.as_str())
+                .push_bind(row.reference.as_str())
+                .push_bind(row.actor.as_str())
+                .push_bind(row.actor_role.as_str())
                 .push_bind(row.recorded_at)
-                .push_bind(&row.title)
-                .push_bind(&row.status_before)
-                .push_bind(&row.status_after)
-                .push_bind(&row.detail)
+                .push_bind(row.title.as_str())
+                .push_bind(row.status_before.as_deref())
+                .push_bind(row.status_after.as_deref())
+                .push_bind(row.detail.as_deref())
                 .push_bind(&row.changes);
         });
         insert.build().execute(&mut *c).await?;

@@ -30,7 +30,7 @@ pub use hash::GENESIS;
 pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,
 };
-pub use projector::{Part, ProjectionError, Projector, Rebuildable, Together, clear_part};
+pub use projector::{Fill, Part, ProjectionError, Projector, Rebuildable, Together, clear_part};
 pub use snapshots::{Mark, Snapshot, SnapshotPolicy, Snapshots, Snapshotter};
 pub use verify::{Mismatch, Problem, VerifyReport, verify_stream};
 

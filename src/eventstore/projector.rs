@@ -69,6 +69,49 @@ pub trait Rebuildable: Projector {
 
     /// The projector of the projection `name` alone, if it keeps one of that name.
     fn alone(&self, name: &str) -> Option<Arc<dyn Rebuildable>>;
+
+    /// How a rebuild fills its copy of the tables from the whole log. By default
+    /// each page is applied as a batch, as inline; a projector whose rows change
+    /// many times over a history keeps them in memory instead (see [`Fill`]).
+    fn fill(&self) -> Box<dyn Fill> {
+        Box::new(PageByPage(self.copy(self.writes_to())))
+    }
+}
+
+/// A rebuild's pass over the whole log into empty tables: every event from the
+/// first, a page at a time in commit order, then [`Fill::finish`]. Unlike an inline
+/// batch, nothing needs to be read back from the tables: a fill may keep each row
+/// in memory until the last page has changed it, and write it once.
+///
+/// Pages are written in transactions of their own; what a fill writes is only
+/// whole once `finish` has run, in the transaction that sets its checkpoints.
+pub trait Fill: Send {
+    /// Takes the log's next page; may write rows that no later event changes.
+    fn page<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    /// Writes what it kept in memory.
+    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+/// The default [`Fill`]: each page applied as an inline batch is.
+struct PageByPage(Arc<dyn Rebuildable>);
+
+impl Fill for PageByPage {
+    fn page<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        self.0.apply(conn, events)
+    }
+
+    fn finish<'a>(self: Box<Self>, _: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Empties `part`'s copy of its tables (the one `tables` names) and forgets its

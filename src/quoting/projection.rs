@@ -2,6 +2,7 @@
 //! runs, which decodes each batch once and hands it to every quote projection
 //! (quoting's `quote_summary`, underwriting's approval queue, audit's timeline).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -11,7 +12,7 @@ use super::domain::{EventKind, QuoteEvent};
 use crate::db::{Conn, Db, Tables};
 use crate::eventstore::checkpoints::CATCH_UP_PAGE;
 use crate::eventstore::{
-    CatchUpError, Part, ProjectionError, Projector, Rebuildable, RecordedEvent, catch_up,
+    CatchUpError, Fill, Part, ProjectionError, Projector, Rebuildable, RecordedEvent, catch_up,
     clear_part,
 };
 
@@ -46,6 +47,85 @@ pub trait QuoteProjection: Send + Sync {
         conn: Conn<'a>,
         events: &'a [Projected<'a>],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    /// How a rebuild fills its copy of the tables from the whole log (see
+    /// [`eventstore::Fill`](crate::eventstore::Fill)).
+    fn fill(&self) -> Box<dyn QuoteFill>;
+}
+
+/// A [`QuoteProjection`]'s pass over the whole log, the quote events of each page
+/// decoded once for all of them (see [`Fill`]).
+pub trait QuoteFill: Send {
+    fn page<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+/// A read model whose row of a quote is what the quote's events, merged into one
+/// change, do to it: a batch merges each quote's events in it, a rebuild's fill
+/// each quote's events over the whole log.
+pub trait MergedChange: Default + Send + Sync + 'static {
+    /// Adds the quote's next event.
+    fn add(&mut self, projected: &Projected<'_>);
+
+    /// Writes the changes of these quotes to that copy of the tables.
+    fn write<'a>(
+        conn: Conn<'a>,
+        tables: Tables,
+        changes: Vec<(Uuid, Self)>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    /// Applies a batch: each quote's events in it merged, then written.
+    fn apply<'a>(
+        conn: Conn<'a>,
+        tables: Tables,
+        events: &[Projected<'_>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Self::write(conn, tables, merged_by_quote(events, Self::add))
+    }
+}
+
+/// The fill of a [`MergedChange`] read model: every quote's change kept in memory
+/// over the whole log, and written once at the end, in quote id order.
+pub struct MergingFill<C> {
+    tables: Tables,
+    changes: HashMap<Uuid, C>,
+}
+
+impl<C> MergingFill<C> {
+    pub fn boxed(tables: Tables) -> Box<dyn QuoteFill>
+    where
+        C: MergedChange,
+    {
+        Box::new(MergingFill::<C> {
+            tables,
+            changes: HashMap::new(),
+        })
+    }
+}
+
+impl<C: MergedChange> QuoteFill for MergingFill<C> {
+    fn page<'a>(
+        &'a mut self,
+        _: Conn<'a>,
+        events: &'a [Projected<'a>],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        for projected in events {
+            let quote_id = projected.recorded.stream_id;
+            self.changes.entry(quote_id).or_default().add(projected);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        let mut changes: Vec<(Uuid, C)> = self.changes.into_iter().collect();
+        changes.sort_unstable_by_key(|(quote_id, _)| *quote_id);
+        C::write(conn, self.tables, changes)
+    }
 }
 
 /// The store's projector for quote events.
@@ -164,6 +244,58 @@ impl Rebuildable for QuoteProjector {
             .find(|alone| alone.projections[0].name() == name)
             .map(|alone| Arc::new(alone) as Arc<dyn Rebuildable>)
     }
+
+    fn fill(&self) -> Box<dyn Fill> {
+        Box::new(QuoteProjectorFill(
+            self.projections.iter().map(|p| p.fill()).collect(),
+        ))
+    }
+}
+
+/// Each projection's fill, fed every page's quote events decoded once.
+struct QuoteProjectorFill(Vec<Box<dyn QuoteFill>>);
+
+impl Fill for QuoteProjectorFill {
+    fn page<'a>(
+        &'a mut self,
+        mut conn: Conn<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let decoded = decoded(events)?;
+            for fill in &mut self.0 {
+                fill.page(conn.reborrow(), &decoded).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn finish<'a>(
+        self: Box<Self>,
+        mut conn: Conn<'a>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            for fill in self.0 {
+                fill.finish(conn.reborrow()).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The quote events among `events`, each decoded.
+fn decoded(events: &[RecordedEvent]) -> Result<Vec<Projected<'_>>, serde_json::Error> {
+    // The store holds other streams than quotes; their events are not ours.
+    events
+        .iter()
+        .filter(|recorded| is_quote_event(recorded))
+        .map(|recorded| {
+            Ok(Projected {
+                recorded,
+                event: QuoteEvent::decode(recorded)?,
+            })
+        })
+        .collect()
 }
 
 impl Projector for QuoteProjector {
@@ -180,17 +312,7 @@ impl Projector for QuoteProjector {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            // The store holds other streams than quotes; their events are not ours.
-            let decoded = events
-                .iter()
-                .filter(|recorded| is_quote_event(recorded))
-                .map(|recorded| {
-                    Ok(Projected {
-                        recorded,
-                        event: QuoteEvent::decode(recorded)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            let decoded = decoded(events)?;
             if decoded.is_empty() {
                 return Ok(());
             }
@@ -213,7 +335,7 @@ pub fn is_quote_event(recorded: &RecordedEvent) -> bool {
 /// each quote's events in order.
 pub fn by_quote<'e, 'a>(events: &'e [Projected<'a>]) -> Vec<(Uuid, Vec<&'e Projected<'a>>)> {
     let mut quotes: Vec<(Uuid, Vec<&Projected>)> = Vec::new();
-    let mut index: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
     for projected in events {
         let id = projected.recorded.stream_id;
         let at = *index.entry(id).or_insert_with(|| {

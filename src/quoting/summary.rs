@@ -1,6 +1,7 @@
 //! The `quote_summary` projection: one row per quote with what the agent's pages
 //! show. Kept in the append's transaction: two statements per group-commit batch
-//! (the quotes it starts, then every quote it changes).
+//! (the quotes it starts, then every quote it changes); a rebuild writes each row
+//! once, merged from the whole log.
 
 use std::sync::Arc;
 
@@ -9,16 +10,27 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::{QuoteEvent, Status};
-use super::projection::{Projected, QuoteProjection, merged_by_quote};
-use crate::db::{Conn, Db, Tables};
-use crate::eventstore::{ProjectionError, RecordedEvent};
+use super::projection::{MergedChange, MergingFill, Projected, QuoteFill, QuoteProjection};
+use crate::db::{Conn, Db, Tables, UPDATE_FROM_VALUES_ROWS};
+use crate::eventstore::ProjectionError;
 use crate::on_backend;
 
-const INSERT: &str = "INSERT INTO quote_summary \
-    (quote_id, reference, applicant_name, agent, status, version, last_position, created_at, updated_at) ";
+/// The row of a quote as a batch writes it: the whole row of a quote it starts, the
+/// changes to the row of any other.
+macro_rules! summary_columns {
+    () => {
+        "quote_id, reference, applicant_name, agent, status, geographic_done, contact_done, \
+         family_done, country, region, dependents, referral_count, last_referral_note, \
+         rejection_reason, version, last_position, created_at, updated_at, submitted_at"
+    };
+}
 
-/// Every column a batch can change, one row of `changes` per quote; NULL or FALSE
-/// leaves a column as it was.
+const INSERT: &str = concat!("INSERT INTO quote_summary (", summary_columns!(), ") ");
+
+const CHANGES: &str = concat!("WITH changes (", summary_columns!(), ") AS (");
+
+/// Every column a change can make; NULL or FALSE leaves a column as it was, and the
+/// referrals are added to the count.
 const UPDATE_FROM_CHANGES: &str = ") UPDATE quote_summary SET \
     status = COALESCE(changes.status, quote_summary.status), \
     applicant_name = COALESCE(changes.applicant_name, quote_summary.applicant_name), \
@@ -28,17 +40,13 @@ const UPDATE_FROM_CHANGES: &str = ") UPDATE quote_summary SET \
     country = COALESCE(changes.country, quote_summary.country), \
     region = COALESCE(changes.region, quote_summary.region), \
     dependents = COALESCE(changes.dependents, quote_summary.dependents), \
-    referral_count = quote_summary.referral_count + changes.referrals, \
-    last_referral_note = COALESCE(changes.referral_note, quote_summary.last_referral_note), \
+    referral_count = quote_summary.referral_count + changes.referral_count, \
+    last_referral_note = COALESCE(changes.last_referral_note, quote_summary.last_referral_note), \
     rejection_reason = COALESCE(changes.rejection_reason, quote_summary.rejection_reason), \
     submitted_at = COALESCE(changes.submitted_at, quote_summary.submitted_at), \
     version = changes.version, last_position = changes.last_position, \
     updated_at = changes.updated_at \
     FROM changes WHERE quote_summary.quote_id = changes.quote_id";
-
-const CHANGES: &str = "WITH changes (quote_id, status, applicant_name, geographic_done, contact_done, \
-    family_done, country, region, dependents, referrals, referral_note, rejection_reason, \
-    submitted_at, version, last_position, updated_at) AS (";
 
 macro_rules! select_summary {
     ($tail:literal) => {
@@ -57,7 +65,8 @@ const FOR_AGENT: &str = select_summary!("WHERE agent = $1 ORDER BY last_position
 const FOR_AGENT_WITH_STATUS: &str =
     select_summary!("WHERE agent = $1 AND status = $3 ORDER BY last_position DESC LIMIT $2");
 
-/// The changes a batch makes to one quote's row, merged from its events.
+/// The changes a batch (or a rebuild's whole log) makes to one quote's row, merged
+/// from its events.
 #[derive(Debug, Default)]
 struct Change {
     started: Option<(String, String, String)>,
@@ -81,8 +90,9 @@ struct Change {
     updated_at: Option<DateTime<Utc>>,
 }
 
-impl Change {
-    fn add(&mut self, event: &QuoteEvent, recorded: &RecordedEvent) {
+impl MergedChange for Change {
+    fn add(&mut self, projected: &Projected<'_>) {
+        let (event, recorded) = (&projected.event, projected.recorded);
         self.first_at.get_or_insert(recorded.recorded_at);
         self.version = recorded.version;
         self.last_position = recorded.position();
@@ -124,6 +134,66 @@ impl Change {
             | QuoteEvent::QuoteWithdrawn { .. } => {}
         }
     }
+
+    /// One multi-row INSERT of the whole row of each quote started, one UPDATE of
+    /// every other quote changed.
+    fn write<'a>(
+        mut conn: Conn<'a>,
+        tables: Tables,
+        changes: Vec<(Uuid, Self)>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let (started, changed): (Vec<_>, Vec<_>) =
+                changes.iter().partition(|(_, c)| c.started.is_some());
+            let insert = tables.rename(INSERT, TABLES);
+            for rows in started.chunks(ROWS_PER_STATEMENT) {
+                write_rows(conn.reborrow(), &insert, "", rows).await?;
+            }
+            let update = tables.rename(UPDATE_FROM_CHANGES, TABLES);
+            for rows in changed.chunks(UPDATE_FROM_VALUES_ROWS) {
+                write_rows(conn.reborrow(), CHANGES, &update, rows).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `head`, the rows as `VALUES` in [`summary_columns!`]'s order, `tail`.
+async fn write_rows(
+    conn: Conn<'_>,
+    head: &str,
+    tail: &str,
+    rows: &[&(Uuid, Change)],
+) -> Result<(), sqlx::Error> {
+    on_backend!(conn, c => {
+        let mut statement = sqlx::QueryBuilder::new(head);
+        statement.push_values(rows, |mut row, (quote_id, change)| {
+            let started = change.started.as_ref();
+            let started_as = started.map(|(_, applicant_name, _)| applicant_name);
+            row.push_bind(*quote_id)
+                .push_bind(started.map(|(reference, ..)| reference.as_str()))
+                .push_bind(change.applicant_name.as_ref().or(started_as).map(String::as_str))
+                .push_bind(started.map(|(.., agent)| agent.as_str()))
+                .push_bind(change.status.map(Status::as_str))
+                .push_bind(change.geographic_done)
+                .push_bind(change.contact_done)
+                .push_bind(change.family_done)
+                .push_bind(change.country.as_deref())
+                .push_bind(change.region.as_deref())
+                .push_bind(change.dependents)
+                .push_bind(change.referrals)
+                .push_bind(change.referral_note.as_deref())
+                .push_bind(change.rejection_reason.as_deref())
+                .push_bind(change.version)
+                .push_bind(change.last_position)
+                .push_bind(change.first_at)
+                .push_bind(change.updated_at)
+                .push_bind(change.submitted_at);
+        });
+        statement.push(tail);
+        statement.build().execute(&mut *c).await?;
+    });
+    Ok(())
 }
 
 /// The tables `quote_summary` writes.
@@ -162,71 +232,20 @@ impl QuoteProjection for QuoteSummaryProjection {
         Arc::new(Self::writing_to(tables))
     }
 
-    /// One multi-row INSERT for the quotes the batch starts, then one UPDATE for
-    /// every quote it touches (the just-started ones too, which is harmless).
     fn apply<'a>(
         &'a self,
-        mut conn: Conn<'a>,
+        conn: Conn<'a>,
         events: &'a [Projected<'a>],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            let changes = merged_by_quote(events, |change: &mut Change, p| {
-                change.add(&p.event, p.recorded)
-            });
-            let started: Vec<&(Uuid, Change)> = changes
-                .iter()
-                .filter(|(_, c)| c.started.is_some())
-                .collect();
-            for rows in started.chunks(ROWS_PER_STATEMENT) {
-                on_backend!(conn.reborrow(), c => {
-                    let mut insert = sqlx::QueryBuilder::new(self.tables.rename(INSERT, TABLES));
-                    insert.push_values(rows, |mut row, (quote_id, change)| {
-                        let (reference, applicant_name, agent) =
-                            change.started.as_ref().expect("filtered to started quotes");
-                        row.push_bind(*quote_id)
-                            .push_bind(reference)
-                            .push_bind(applicant_name)
-                            .push_bind(agent)
-                            .push_bind(Status::Initiated.as_str())
-                            .push_bind(change.version)
-                            .push_bind(change.last_position)
-                            .push_bind(change.first_at)
-                            .push_bind(change.first_at);
-                    });
-                    insert.build().execute(&mut *c).await?;
-                });
-            }
-            for rows in changes.chunks(ROWS_PER_STATEMENT) {
-                on_backend!(conn.reborrow(), c => {
-                    let mut update = sqlx::QueryBuilder::new(CHANGES);
-                    update.push_values(rows, |mut row, (quote_id, change)| {
-                        row.push_bind(*quote_id)
-                            .push_bind(change.status.map(Status::as_str))
-                            .push_bind(&change.applicant_name)
-                            .push_bind(change.geographic_done)
-                            .push_bind(change.contact_done)
-                            .push_bind(change.family_done)
-                            .push_bind(&change.country)
-                            .push_bind(&change.region)
-                            .push_bind(change.dependents)
-                            .push_bind(change.referrals)
-                            .push_bind(&change.referral_note)
-                            .push_bind(&change.rejection_reason)
-                            .push_bind(change.submitted_at)
-                            .push_bind(change.version)
-                            .push_bind(change.last_position)
-                            .push_bind(change.updated_at);
-                    });
-                    update.push(self.tables.rename(UPDATE_FROM_CHANGES, TABLES));
-                    update.build().execute(&mut *c).await?;
-                });
-            }
-            Ok(())
-        })
+        Change::apply(conn, self.tables, events)
+    }
+
+    fn fill(&self) -> Box<dyn QuoteFill> {
+        MergingFill::<Change>::boxed(self.tables)
     }
 }
 
-/// Quotes per statement: 16 parameters each stays far below both backends' limits.
+/// Quotes per INSERT: 19 parameters each stays below both backends' limits.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A quote as the agent's pages show it.

@@ -9,11 +9,13 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::db::{Conn, Tables};
-use crate::eventstore::{ProjectionError, RecordedEvent};
+use crate::db::{Conn, Tables, UPDATE_FROM_VALUES_ROWS};
+use crate::eventstore::ProjectionError;
 use crate::on_backend;
 use crate::quoting::domain::{QuoteEvent, Status};
-use crate::quoting::projection::{Projected, QuoteProjection, merged_by_quote};
+use crate::quoting::projection::{
+    MergedChange, MergingFill, Projected, QuoteFill, QuoteProjection,
+};
 
 const INSERT: &str = "INSERT INTO approval_queue \
     (quote_id, reference, applicant_name, agent, country, region, dependents, \
@@ -72,8 +74,9 @@ struct Change {
     waiting_delta: i64,
 }
 
-impl Change {
-    fn add(&mut self, event: &QuoteEvent, recorded: &RecordedEvent) {
+impl MergedChange for Change {
+    fn add(&mut self, projected: &Projected<'_>) {
+        let (event, recorded) = (&projected.event, projected.recorded);
         if let Some((from, to)) = event.status_change() {
             self.waiting_delta +=
                 i64::from(to == Status::Finalized) - i64::from(from == Some(Status::Finalized));
@@ -115,6 +118,18 @@ impl Change {
         }
     }
 
+    /// At most four statements, whatever the number of quotes: the total,
+    /// deletions, insertions, updates (a thousand quotes a statement).
+    fn write<'a>(
+        conn: Conn<'a>,
+        tables: Tables,
+        changes: Vec<(Uuid, Self)>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move { Ok(Writes::plan(changes).write(conn, tables).await?) })
+    }
+}
+
+impl Change {
     fn changes_row(&self) -> bool {
         self.applicant_name.is_some()
             || self.country.is_some()
@@ -190,7 +205,7 @@ impl Writes {
                 insert.build().execute(&mut *c).await?;
             });
         }
-        for rows in self.updated.chunks(ROWS_PER_STATEMENT) {
+        for rows in self.updated.chunks(UPDATE_FROM_VALUES_ROWS) {
             on_backend!(conn.reborrow(), c => {
                 let mut update = sqlx::QueryBuilder::new(CHANGES);
                 update.push_values(rows, |mut row, (quote_id, change)| {
@@ -252,19 +267,16 @@ impl QuoteProjection for ApprovalQueueProjection {
         Arc::new(Self::writing_to(tables))
     }
 
-    /// Each quote's events in the batch are merged into one change; the batch is
-    /// then at most four statements (the total, deletions, insertions, updates).
+    /// Each quote's events in the batch are merged into one change.
     fn apply<'a>(
         &'a self,
         conn: Conn<'a>,
         events: &'a [Projected<'a>],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            let changes = merged_by_quote(events, |change: &mut Change, p| {
-                change.add(&p.event, p.recorded)
-            });
-            Writes::plan(changes).write(conn, self.tables).await?;
-            Ok(())
-        })
+        Change::apply(conn, self.tables, events)
+    }
+
+    fn fill(&self) -> Box<dyn QuoteFill> {
+        MergingFill::<Change>::boxed(self.tables)
     }
 }
