@@ -25,13 +25,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::db::{Backend, Conn, Db, Tables, rename_identifiers};
-use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE, last_position};
+use crate::eventstore::checkpoints::{self, CATCH_UP_PAGE};
 use crate::eventstore::{
-    CatchUpError, Fill, GlobalPosition, Projector, ReadError, Rebuildable, RecordedEvent, Together,
-    catch_up, clear_part, event_count,
+    CatchUpError, Projector, ReadError, Rebuildable, Together, catch_up, clear_part, event_count,
+    fill,
 };
 use crate::lock::{LockError, MaintenanceLock};
 use crate::state::rebuildable;
@@ -65,8 +63,10 @@ pub enum RebuildError {
     Read(#[from] ReadError),
 }
 
-/// Events per transaction while the shadow tables fill.
-const PAGE: i64 = 100_000;
+/// Events per page (and transaction) while the shadow tables fill: larger pages cost
+/// memory (two are held at once) and gain little, now that a quote's rows are kept in
+/// memory between pages.
+const PAGE: i64 = 20_000;
 
 /// Rebuilds every projection, or only the one named `only`. `progress` hears the
 /// events replayed so far and the number of events in the store when it started.
@@ -109,117 +109,6 @@ pub async fn rebuild_in_pages(
     .await;
     lock.release().await;
     outcome
-}
-
-/// SQLite's page cache while the shadow tables fill, in KiB: the tables and their
-/// indexes stay in memory instead of being read back from the file page by page.
-const FILL_CACHE_KIB: i64 = 256 * 1024;
-
-/// Replays the log as it stands into the shadow projections, through their fills. A
-/// task of its own reads the next page (on a connection of its own) while this one
-/// applies the last, in a transaction per page on one connection (on SQLite with a
-/// large page cache, given back to the default afterwards); the fills then write
-/// what they kept in memory, with the shadows' checkpoints, in one transaction. What
-/// is written meanwhile, and anything the gap-safe read holds back, is left to the
-/// catch-up that follows.
-async fn fill(
-    db: &Db,
-    shadow: &Together,
-    page: i64,
-    mut progress: impl FnMut(u64),
-) -> Result<u64, RebuildError> {
-    let Some(end) = last_position(db).await? else {
-        return Ok(0);
-    };
-    let (pages_in, mut pages) = mpsc::channel(1);
-    let reader = tokio::spawn(read_pages(db.clone(), end, page, pages_in));
-    let mut pooled = db.acquire().await?;
-    let sqlite = matches!(db, Backend::Sqlite(_));
-    if sqlite {
-        pooled
-            .as_conn()
-            .execute_plain(&format!("PRAGMA cache_size = -{FILL_CACHE_KIB}"))
-            .await?;
-    }
-    let filled = async {
-        let mut fills: Vec<Box<dyn Fill>> = shadow.0.iter().map(|p| p.fill()).collect();
-        let (mut applied, mut last) = (0, None);
-        while let Some(page) = pages.recv().await {
-            let events: Vec<RecordedEvent> = page?;
-            let mut tx = pooled.as_conn().begin_write().await?;
-            for fill in &mut fills {
-                fill.page(tx.as_conn(), &events)
-                    .await
-                    .map_err(CatchUpError::from)?;
-            }
-            tx.commit().await?;
-            last = events.last().map(|e| e.global).or(last);
-            applied += events.len() as u64;
-            progress(applied);
-        }
-        let Some(last) = last else {
-            return Ok(0);
-        };
-        let mut tx = pooled.as_conn().begin_write().await?;
-        for fill in fills {
-            fill.finish(tx.as_conn())
-                .await
-                .map_err(CatchUpError::from)?;
-        }
-        checkpoints::advance(tx.as_conn(), &shadow.projections(), last).await?;
-        tx.commit().await?;
-        Ok::<u64, RebuildError>(applied)
-    }
-    .await;
-    // On an error above the reader stops at its next page: no one receives it.
-    drop(pages);
-    let _ = reader.await;
-    if sqlite
-        && pooled
-            .as_conn()
-            .execute_plain("PRAGMA cache_size = -2000")
-            .await
-            .is_err()
-    {
-        // A pooled connection must not keep a quarter of a gigabyte of cache.
-        pooled.discard();
-    }
-    filled
-}
-
-/// Reads the log from its start up to `end` a page at a time, each page sent as soon
-/// as it is read (one waits in the channel while the last is applied). Stops at an
-/// empty page, an error (sent on), or when no one receives.
-async fn read_pages(
-    db: Db,
-    end: GlobalPosition,
-    limit: i64,
-    pages: mpsc::Sender<Result<Vec<RecordedEvent>, RebuildError>>,
-) {
-    let mut pooled = match db.acquire().await {
-        Ok(pooled) => pooled,
-        Err(error) => {
-            let _ = pages.send(Err(error.into())).await;
-            return;
-        }
-    };
-    let mut from = GlobalPosition::START;
-    while from < end {
-        let page = checkpoints::read_all_in(pooled.as_conn(), from, limit).await;
-        let Some(last) = page
-            .as_ref()
-            .map_or(None, |events| events.last().map(|e| e.global))
-        else {
-            if let Err(error) = page {
-                let _ = pages.send(Err(error.into())).await;
-            }
-            return;
-        };
-        if pages.send(page.map_err(RebuildError::from)).await.is_err() {
-            return;
-        }
-        from = last;
-    }
 }
 
 /// Every projection, or the one called `only`.

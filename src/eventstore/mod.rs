@@ -10,6 +10,7 @@ pub mod archive;
 mod batch;
 pub mod checkpoints;
 pub mod copy;
+mod fill;
 pub mod hash;
 mod model;
 mod projector;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use append::{AppendError, AppendRequest, idempotent_event_id};
 pub use archive::{ArchiveError, ArchiveLocation, ReadError};
 pub use checkpoints::{CatchUpError, catch_up};
+pub use fill::fill;
 pub use hash::GENESIS;
 pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,

@@ -70,11 +70,11 @@ pub trait Rebuildable: Projector {
     /// The projector of the projection `name` alone, if it keeps one of that name.
     fn alone(&self, name: &str) -> Option<Arc<dyn Rebuildable>>;
 
-    /// How a rebuild fills its copy of the tables from the whole log. By default
-    /// each page is applied as a batch, as inline; a projector whose rows change
-    /// many times over a history keeps them in memory instead (see [`Fill`]).
+    /// How it fills its (empty) tables from the whole log. By default each page is
+    /// applied as a batch, as inline; a projector whose rows change many times over
+    /// a history keeps them in memory instead (see [`Fill`]).
     fn fill(&self) -> Box<dyn Fill> {
-        Box::new(PageByPage(self.copy(self.writes_to())))
+        page_by_page(self.copy(self.writes_to()))
     }
 }
 
@@ -98,6 +98,10 @@ pub trait Fill: Send {
 }
 
 /// The default [`Fill`]: each page applied as an inline batch is.
+pub fn page_by_page(projector: Arc<dyn Rebuildable>) -> Box<dyn Fill> {
+    Box::new(PageByPage(projector))
+}
+
 struct PageByPage(Arc<dyn Rebuildable>);
 
 impl Fill for PageByPage {
