@@ -1,16 +1,18 @@
 //! The projections give the same tables whatever the batches they are handed: the
 //! group-commit writer gives each projection a whole batch of many quotes' events,
 //! a rebuild gives it pages that cut across quotes, and the fallback path gives it
-//! one append at a time. A seeded random history of concurrent commands is replayed
-//! one event at a time and in random chunks, and every table must come out equal.
+//! one append at a time, and a rebuild's fill keeps each quote's rows in memory over
+//! the pages of the whole log. A seeded random history of concurrent commands is
+//! replayed one event at a time, in random chunks and through the fill in random
+//! pages, and every table must come out equal.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use quoteline::AppState;
 use quoteline::audit::TimelineProjection;
-use quoteline::db::Db;
-use quoteline::eventstore::{Projector, RecordedEvent};
+use quoteline::db::{Conn, Db};
+use quoteline::eventstore::{Projector, Rebuildable, RecordedEvent};
 use quoteline::kernel::{Actor, Envelope, Role};
 use quoteline::on_backend;
 use quoteline::quoting::QuoteSummaryProjection;
@@ -199,16 +201,16 @@ pub async fn tables(db: &Db) -> Vec<String> {
     })
 }
 
-/// Empties the projections' tables and applies the whole log again, handing the
-/// projector `chunk(n)` events at a time.
-pub async fn replay(app: &AppState, log: &[RecordedEvent], mut chunk: impl FnMut() -> usize) {
-    let projector = QuoteProjector::new(vec![
+fn quote_projections() -> QuoteProjector {
+    QuoteProjector::new(vec![
         Arc::new(QuoteSummaryProjection::default()),
         Arc::new(ApprovalQueueProjection::default()),
         Arc::new(TimelineProjection::default()),
-    ]);
-    let mut pooled = app.db.acquire().await.unwrap();
-    let mut conn = pooled.as_conn();
+    ])
+}
+
+/// Leaves the quote projections' tables as before the first event.
+async fn empty(mut conn: Conn<'_>) {
     for table in [
         "quote_summary",
         "approval_queue",
@@ -222,12 +224,42 @@ pub async fn replay(app: &AppState, log: &[RecordedEvent], mut chunk: impl FnMut
     conn.execute_plain("UPDATE approval_queue_total SET waiting = 0")
         .await
         .unwrap();
-    let mut rest = log;
-    while !rest.is_empty() {
-        let (batch, after) = rest.split_at(chunk().clamp(1, rest.len()));
-        projector.apply(conn.reborrow(), batch).await.unwrap();
-        rest = after;
+}
+
+/// `log` cut into pieces of `chunk()` events each.
+fn pieces(mut log: &[RecordedEvent], mut chunk: impl FnMut() -> usize) -> Vec<&[RecordedEvent]> {
+    let mut pieces = Vec::new();
+    while !log.is_empty() {
+        let (piece, rest) = log.split_at(chunk().clamp(1, log.len()));
+        pieces.push(piece);
+        log = rest;
     }
+    pieces
+}
+
+/// Empties the projections' tables and applies the whole log again, handing the
+/// projector `chunk(n)` events at a time.
+pub async fn replay(app: &AppState, log: &[RecordedEvent], chunk: impl FnMut() -> usize) {
+    let projector = quote_projections();
+    let mut pooled = app.db.acquire().await.unwrap();
+    let mut conn = pooled.as_conn();
+    empty(conn.reborrow()).await;
+    for batch in pieces(log, chunk) {
+        projector.apply(conn.reborrow(), batch).await.unwrap();
+    }
+}
+
+/// Empties the projections' tables and fills them as a rebuild does, from the whole
+/// log in pages of `chunk(n)` events.
+async fn refill(app: &AppState, log: &[RecordedEvent], chunk: impl FnMut() -> usize) {
+    let mut fill = quote_projections().fill();
+    let mut pooled = app.db.acquire().await.unwrap();
+    let mut conn = pooled.as_conn();
+    empty(conn.reborrow()).await;
+    for page in pieces(log, chunk) {
+        fill.page(conn.reborrow(), page).await.unwrap();
+    }
+    fill.finish(conn).await.unwrap();
 }
 
 async fn projections_give_the_same_tables_one_event_at_a_time_and_in_any_batches(test_db: &TestDb) {
@@ -262,4 +294,20 @@ async fn projections_give_the_same_tables_one_event_at_a_time_and_in_any_batches
         replay(&app, &log, || rng.random_range(1..200)).await;
         assert_eq!(tables(&test_db.db).await, one_at_a_time, "random batches");
     }
+
+    // A rebuild's fill: each quote's rows kept in memory across pages.
+    for _ in 0..3 {
+        refill(&app, &log, || rng.random_range(1..200)).await;
+        assert_eq!(
+            tables(&test_db.db).await,
+            one_at_a_time,
+            "filled in random pages"
+        );
+    }
+    refill(&app, &log, || usize::MAX).await;
+    assert_eq!(
+        tables(&test_db.db).await,
+        one_at_a_time,
+        "filled in one page"
+    );
 }
