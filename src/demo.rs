@@ -3,7 +3,6 @@
 //! `--events N`, N generated quotes (see [`generate`]) for trying the app at size and
 //! for benchmarks.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -14,9 +13,7 @@ use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::eventstore::{
-    AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, Together, catch_up, fill,
-};
+use crate::eventstore::{AppendRequest, Appended, EventStore, ExpectedVersion, Metadata};
 use crate::identity;
 use crate::kernel::{Actor, Envelope, Role};
 use crate::quoting::CommandError;
@@ -24,7 +21,8 @@ use crate::quoting::domain::{
     Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
     Quote, QuoteEvent, Status, decide, evolve,
 };
-use crate::state::{AppState, quote_projector};
+use crate::rebuild::rebuild_in_pages;
+use crate::state::AppState;
 
 pub struct DemoSignIn {
     pub username: &'static str,
@@ -643,14 +641,15 @@ pub async fn generate(
     Ok(generated)
 }
 
-/// Events per page as the projections fill after [`generate_in_bulk`].
+/// Events per page as the projections are rebuilt after [`generate_in_bulk`].
 const BULK_PAGE: i64 = 10_000;
 
 /// [`generate`] for a database that holds no quotes yet and that nothing else writes
 /// to meanwhile (`quoteline demo --quotes/--events`): the same appends through the
 /// event store, with no inline projection (a commit then writes the events and heads
-/// alone), and the projections' empty tables then filled from the whole log, as a
-/// rebuild fills its shadow tables (`eventstore::fill`). `progress` counts the
+/// alone), and the projections then rebuilt from the whole log (`rebuild`): filled
+/// into shadow tables and swapped in, so that a run cut short leaves the live
+/// tables as they were, to catch up at the next start. `progress` counts the
 /// appends' events or quotes, then the events the projections applied.
 pub async fn generate_in_bulk(
     db: &Db,
@@ -662,14 +661,7 @@ pub async fn generate_in_bulk(
     let mut generated = generate(&store, options, progress).await?;
     progress.set_position(0);
     progress.set_length(generated.events);
-    let projectors = Together(vec![Arc::new(quote_projector())]);
-    fill(db, &projectors, BULK_PAGE, |done| {
-        progress.set_position(done)
-    })
-    .await?;
-    // On PostgreSQL, anything the gap-safe read held back for a transaction then
-    // still running elsewhere.
-    catch_up(db, &projectors, BULK_PAGE, |_| {}).await?;
+    rebuild_in_pages(db, None, BULK_PAGE, |done, _| progress.set_position(done)).await?;
     generated.took = began.elapsed();
     Ok(generated)
 }

@@ -444,6 +444,7 @@ const ALLOWED: [(&str, &[&str]); 19] = [
             "quoting",
             "state",
             "app",
+            "rebuild",
         ],
     ),
     (

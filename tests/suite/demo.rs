@@ -159,7 +159,7 @@ async fn the_projections_agree_with_the_generated_quotes(test_db: &TestDb) {
     projections_agree(&state, &generated, options).await;
 }
 
-/// Appends with no inline projection, then the projections caught up from the log:
+/// Appends with no inline projection, then the projections rebuilt from the log:
 /// the same rows as inline, and every checkpoint at the end.
 async fn the_projections_agree_with_quotes_generated_in_bulk(test_db: &TestDb) {
     let options = options(13, QUOTES);
