@@ -63,9 +63,9 @@ pub enum RebuildError {
     Read(#[from] ReadError),
 }
 
-/// Events per page (and transaction) while the shadow tables fill: larger pages cost
-/// memory (two are held at once) and gain little, now that a quote's rows are kept in
-/// memory between pages.
+/// Events per page (and transaction) while the shadow tables fill. Larger pages cost
+/// memory (up to three are held at once: one applied, one waiting, one being read)
+/// and gain little, now that a quote's rows are kept in memory between pages.
 const PAGE: i64 = 20_000;
 
 /// Rebuilds every projection, or only the one named `only`. `progress` hears the

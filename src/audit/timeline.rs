@@ -25,7 +25,7 @@ use crate::db::{Conn, Db, Tables};
 use crate::eventstore::{self, ProjectionError, RecordedEvent};
 use crate::on_backend;
 use crate::quoting::domain::{Quote, QuoteEvent, Status, evolve};
-use crate::quoting::projection::{Projected, QuoteFill, QuoteProjection, by_quote};
+use crate::quoting::projection::{Kept, Projected, QuoteFill, QuoteProjection, by_quote};
 
 /// One row of the timeline.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -225,7 +225,7 @@ impl QuoteProjection for TimelineProjection {
     fn fill(&self) -> Box<dyn QuoteFill> {
         Box::new(TimelineFill {
             tables: self.tables,
-            states: HashMap::new(),
+            states: Kept::default(),
         })
     }
 }
@@ -235,7 +235,7 @@ impl QuoteProjection for TimelineProjection {
 /// changes them), the states once at the end.
 struct TimelineFill {
     tables: Tables,
-    states: HashMap<Uuid, (i64, Quote)>,
+    states: Kept<(i64, Quote)>,
 }
 
 impl QuoteFill for TimelineFill {
@@ -247,7 +247,7 @@ impl QuoteFill for TimelineFill {
         Box::pin(async move {
             let mut rows = Vec::with_capacity(events.len());
             for projected in events {
-                let (version, quote) = self.states.entry(projected.recorded.stream_id).or_default();
+                let (version, quote) = self.states.of(projected.recorded.stream_id);
                 let before = std::mem::take(quote);
                 *quote = evolve(before.clone(), &projected.event);
                 *version = projected.recorded.version;
@@ -260,15 +260,20 @@ impl QuoteFill for TimelineFill {
         })
     }
 
-    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn flush<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        rows: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>> {
+        let (chunk, more) = self.states.next_chunk(rows);
+        let states: Vec<(Uuid, i64, Quote)> = chunk
+            .into_iter()
+            .map(|(quote_id, (version, quote))| (quote_id, version, quote))
+            .collect();
+        let tables = self.tables;
         Box::pin(async move {
-            let mut states: Vec<(Uuid, i64, Quote)> = self
-                .states
-                .into_iter()
-                .map(|(quote_id, (version, quote))| (quote_id, version, quote))
-                .collect();
-            states.sort_unstable_by_key(|(quote_id, ..)| *quote_id);
-            Ok(write_states(conn, self.tables, &states).await?)
+            write_states(conn, tables, &states).await?;
+            Ok(more)
         })
     }
 }

@@ -13,11 +13,16 @@ use crate::db::{Backend, Db};
 /// indexes stay in memory instead of being read back from the file page by page.
 const FILL_CACHE_KIB: i64 = 256 * 1024;
 
+/// Rows a fill writes from memory in one transaction at the end: on SQLite appends
+/// wait for each, so each is kept short (a few tenths of a second).
+const KEPT_ROWS_PER_TRANSACTION: usize = 10_000;
+
 /// Replays the log as it stands into `projectors`' empty tables, through their fills. A
 /// task of its own reads the next page (on a connection of its own) while this one
 /// applies the last, in a transaction per page on one connection (on SQLite with a
 /// large page cache, given back to the default afterwards); the fills then write
-/// what they kept in memory, with their checkpoints, in one transaction. What
+/// what they kept in memory, a transaction for every 10,000 rows, the checkpoints
+/// with the last. What
 /// is written meanwhile, and anything the gap-safe read holds back, is left to the
 /// catch-up that follows.
 pub async fn fill(
@@ -56,12 +61,20 @@ pub async fn fill(
         let Some(last) = last else {
             return Ok(0);
         };
-        let mut tx = pooled.as_conn().begin_write().await?;
-        for fill in fills {
-            fill.finish(tx.as_conn()).await?;
+        let count = fills.len();
+        for (index, fill) in fills.iter_mut().enumerate() {
+            loop {
+                let mut tx = pooled.as_conn().begin_write().await?;
+                let more = fill.flush(tx.as_conn(), KEPT_ROWS_PER_TRANSACTION).await?;
+                if !more && index + 1 == count {
+                    checkpoints::advance(tx.as_conn(), &projectors.projections(), last).await?;
+                }
+                tx.commit().await?;
+                if !more {
+                    break;
+                }
+            }
         }
-        checkpoints::advance(tx.as_conn(), &projectors.projections(), last).await?;
-        tx.commit().await?;
         Ok::<u64, CatchUpError>(applied)
     }
     .await;

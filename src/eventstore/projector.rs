@@ -79,12 +79,14 @@ pub trait Rebuildable: Projector {
 }
 
 /// A rebuild's pass over the whole log into empty tables: every event from the
-/// first, a page at a time in commit order, then [`Fill::finish`]. Unlike an inline
-/// batch, nothing needs to be read back from the tables: a fill may keep each row
-/// in memory until the last page has changed it, and write it once.
+/// first, a page at a time in commit order, then [`Fill::flush`] until nothing is
+/// left. Unlike an inline batch, nothing needs to be read back from the tables: a
+/// fill may keep each row in memory until the last page has changed it, and write
+/// it once.
 ///
-/// Pages are written in transactions of their own; what a fill writes is only
-/// whole once `finish` has run, in the transaction that sets its checkpoints.
+/// Pages and flushes are written in transactions of their own (each short, so that
+/// appends to the live tables go on); what a fill writes is only whole once the
+/// last flush has run, in the transaction that sets its checkpoints.
 pub trait Fill: Send {
     /// Takes the log's next page; may write rows that no later event changes.
     fn page<'a>(
@@ -93,8 +95,12 @@ pub trait Fill: Send {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 
-    /// Writes what it kept in memory.
-    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    /// Writes up to `rows` of the rows it kept in memory; `true` while some are left.
+    fn flush<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        rows: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>>;
 }
 
 /// The default [`Fill`]: each page applied as an inline batch is.
@@ -113,8 +119,12 @@ impl Fill for PageByPage {
         self.0.apply(conn, events)
     }
 
-    fn finish<'a>(self: Box<Self>, _: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async { Ok(()) })
+    fn flush<'a>(
+        &'a mut self,
+        _: Conn<'a>,
+        _: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>> {
+        Box::pin(async { Ok(false) })
     }
 }
 

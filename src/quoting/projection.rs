@@ -62,7 +62,48 @@ pub trait QuoteFill: Send {
         events: &'a [Projected<'a>],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 
-    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    /// Writes up to `rows` of the rows it kept; `true` while some are left.
+    fn flush<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        rows: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>>;
+}
+
+/// What a fill keeps for each quote over the whole log, then hands out a chunk at a
+/// time, in quote id order (each table's rows written in key order).
+pub struct Kept<T> {
+    by_quote: HashMap<Uuid, T>,
+    /// Once handing out has begun: what is left, the highest ids first.
+    left: Option<Vec<(Uuid, T)>>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            by_quote: HashMap::new(),
+            left: None,
+        }
+    }
+}
+
+impl<T: Default> Kept<T> {
+    /// What is kept for this quote.
+    pub fn of(&mut self, quote_id: Uuid) -> &mut T {
+        self.by_quote.entry(quote_id).or_default()
+    }
+
+    /// The next `count` quotes' in id order, and whether any are left after them.
+    pub fn next_chunk(&mut self, count: usize) -> (Vec<(Uuid, T)>, bool) {
+        let left = self.left.get_or_insert_with(|| {
+            let mut all: Vec<(Uuid, T)> = self.by_quote.drain().collect();
+            all.sort_unstable_by(|(a, _), (b, _)| b.cmp(a));
+            all
+        });
+        let mut chunk = left.split_off(left.len().saturating_sub(count));
+        chunk.reverse();
+        (chunk, !left.is_empty())
+    }
 }
 
 /// A read model whose row of a quote is what the quote's events, merged into one
@@ -93,17 +134,14 @@ pub trait MergedChange: Default + Send + Sync + 'static {
 /// over the whole log, and written once at the end, in quote id order.
 pub struct MergingFill<C> {
     tables: Tables,
-    changes: HashMap<Uuid, C>,
+    changes: Kept<C>,
 }
 
-impl<C> MergingFill<C> {
-    pub fn boxed(tables: Tables) -> Box<dyn QuoteFill>
-    where
-        C: MergedChange,
-    {
+impl<C: MergedChange> MergingFill<C> {
+    pub fn boxed(tables: Tables) -> Box<dyn QuoteFill> {
         Box::new(MergingFill::<C> {
             tables,
-            changes: HashMap::new(),
+            changes: Kept::default(),
         })
     }
 }
@@ -115,16 +153,22 @@ impl<C: MergedChange> QuoteFill for MergingFill<C> {
         events: &'a [Projected<'a>],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         for projected in events {
-            let quote_id = projected.recorded.stream_id;
-            self.changes.entry(quote_id).or_default().add(projected);
+            self.changes.of(projected.recorded.stream_id).add(projected);
         }
         Box::pin(async { Ok(()) })
     }
 
-    fn finish<'a>(self: Box<Self>, conn: Conn<'a>) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        let mut changes: Vec<(Uuid, C)> = self.changes.into_iter().collect();
-        changes.sort_unstable_by_key(|(quote_id, _)| *quote_id);
-        C::write(conn, self.tables, changes)
+    fn flush<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        rows: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>> {
+        let (chunk, more) = self.changes.next_chunk(rows);
+        let write = C::write(conn, self.tables, chunk);
+        Box::pin(async move {
+            write.await?;
+            Ok(more)
+        })
     }
 }
 
@@ -248,12 +292,14 @@ impl Rebuildable for QuoteProjector {
     fn fill(&self) -> Box<dyn Fill> {
         Box::new(QuoteProjectorFill(
             self.projections.iter().map(|p| p.fill()).collect(),
+            0,
         ))
     }
 }
 
-/// Each projection's fill, fed every page's quote events decoded once.
-struct QuoteProjectorFill(Vec<Box<dyn QuoteFill>>);
+/// Each projection's fill, fed every page's quote events decoded once, and how many
+/// of them have written all they kept.
+struct QuoteProjectorFill(Vec<Box<dyn QuoteFill>>, usize);
 
 impl Fill for QuoteProjectorFill {
     fn page<'a>(
@@ -270,15 +316,20 @@ impl Fill for QuoteProjectorFill {
         })
     }
 
-    fn finish<'a>(
-        self: Box<Self>,
-        mut conn: Conn<'a>,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    /// The projections' fills one after another.
+    fn flush<'a>(
+        &'a mut self,
+        conn: Conn<'a>,
+        rows: usize,
+    ) -> BoxFuture<'a, Result<bool, ProjectionError>> {
         Box::pin(async move {
-            for fill in self.0 {
-                fill.finish(conn.reborrow()).await?;
+            let Some(fill) = self.0.get_mut(self.1) else {
+                return Ok(false);
+            };
+            if !fill.flush(conn, rows).await? {
+                self.1 += 1;
             }
-            Ok(())
+            Ok(self.1 < self.0.len())
         })
     }
 }

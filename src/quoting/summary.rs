@@ -1,7 +1,7 @@
 //! The `quote_summary` projection: one row per quote with what the agent's pages
-//! show. Kept in the append's transaction: two statements per group-commit batch
-//! (the quotes it starts, then every quote it changes); a rebuild writes each row
-//! once, merged from the whole log.
+//! show. Kept in the append's transaction: a multi-row INSERT of the quotes a
+//! group-commit batch starts, and an UPDATE of the others it changes (a hundred
+//! quotes a statement); a rebuild writes each row once, merged from the whole log.
 
 use std::sync::Arc;
 
@@ -135,8 +135,8 @@ impl MergedChange for Change {
         }
     }
 
-    /// One multi-row INSERT of the whole row of each quote started, one UPDATE of
-    /// every other quote changed.
+    /// The whole row of each quote started, a thousand a statement; the changes to
+    /// every other quote's row, a hundred a statement.
     fn write<'a>(
         mut conn: Conn<'a>,
         tables: Tables,

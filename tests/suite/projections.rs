@@ -259,7 +259,7 @@ async fn refill(app: &AppState, log: &[RecordedEvent], chunk: impl FnMut() -> us
     for page in pieces(log, chunk) {
         fill.page(conn.reborrow(), page).await.unwrap();
     }
-    fill.finish(conn).await.unwrap();
+    while fill.flush(conn.reborrow(), 7).await.unwrap() {}
 }
 
 async fn projections_give_the_same_tables_one_event_at_a_time_and_in_any_batches(test_db: &TestDb) {

@@ -118,8 +118,8 @@ impl MergedChange for Change {
         }
     }
 
-    /// At most four statements, whatever the number of quotes: the total,
-    /// deletions, insertions, updates (a thousand quotes a statement).
+    /// Four kinds of statement: the total, deletions and insertions (a thousand
+    /// quotes a statement), updates (a hundred a statement).
     fn write<'a>(
         conn: Conn<'a>,
         tables: Tables,
