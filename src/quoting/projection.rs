@@ -96,7 +96,8 @@ impl<T: Default> Kept<T> {
     /// The next `count` quotes' in id order, and whether any are left after them.
     pub fn next_chunk(&mut self, count: usize) -> (Vec<(Uuid, T)>, bool) {
         let left = self.left.get_or_insert_with(|| {
-            let mut all: Vec<(Uuid, T)> = self.by_quote.drain().collect();
+            // Taken, not drained: the map's memory goes as soon as it is sorted.
+            let mut all: Vec<(Uuid, T)> = std::mem::take(&mut self.by_quote).into_iter().collect();
             all.sort_unstable_by(|(a, _), (b, _)| b.cmp(a));
             all
         });
