@@ -1,6 +1,7 @@
 //! Filling a projection's empty tables from the whole log at once: what a rebuild
-//! does to its shadow tables, and the data generator to a new database's. Each
-//! projector brings its [`Fill`]; the log is read a page at a time beside it.
+//! does to its shadow tables (the data generator's too, which rebuilds a new
+//! database's projections). Each projector brings its [`Fill`]; the log is read a
+//! page at a time beside it.
 
 use tokio::sync::mpsc;
 
