@@ -12,6 +12,7 @@
 //! - which versions get one is the [`SnapshotPolicy`]: every N events, when the newest
 //!   snapshot is older than T, or both (whichever comes first).
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::types::Json;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::db::Db;
@@ -122,6 +124,21 @@ pub struct Snapshots {
 
 type SnapshotRow = (i64, i32, Json<Value>, DateTime<Utc>);
 
+/// Rows per INSERT of snapshots: 5 parameters each, far below both backends' limits.
+const SNAPSHOTS_PER_INSERT: usize = 500;
+
+const DISCARD_OTHER_SCHEMAS: &str =
+    "DELETE FROM snapshots WHERE stream_id = $1 AND schema_version <> $2";
+
+/// A snapshot to keep: the stream's state at a version.
+pub struct Taken<'a, T> {
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub state: &'a T,
+    /// The stream's snapshots of other schema versions go.
+    pub replace: bool,
+}
+
 impl Snapshots {
     pub fn new(db: Db) -> Self {
         Snapshots { db }
@@ -165,40 +182,57 @@ impl Snapshots {
         state: &T,
         taken_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        on_backend!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO snapshots (stream_id, version, schema_version, state, taken_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (stream_id, version) DO UPDATE \
-                 SET schema_version = excluded.schema_version, state = excluded.state, \
-                     taken_at = excluded.taken_at",
-            )
-            .bind(stream_id)
-            .bind(version)
-            .bind(schema_version)
-            .bind(Json(state))
-            .bind(taken_at)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        let taken = Taken {
+            stream_id,
+            version,
+            state,
+            replace: false,
+        };
+        self.save_all(&[taken], schema_version, taken_at).await
     }
 
-    /// Deletes the stream's snapshots of any schema version but `schema_version`.
-    pub async fn discard_other_schemas(
+    /// Keeps every one of `taken` in one write transaction (one commit, however many),
+    /// and deletes the snapshots of other schema versions of those that replace them.
+    /// At most one of `taken` per stream and version.
+    pub async fn save_all<T: Serialize + Sync>(
         &self,
-        stream_id: Uuid,
+        taken: &[Taken<'_, T>],
         schema_version: i32,
-    ) -> Result<u64, sqlx::Error> {
-        let deleted = on_backend!(&self.db, pool => {
-            sqlx::query("DELETE FROM snapshots WHERE stream_id = $1 AND schema_version <> $2")
-                .bind(stream_id)
-                .bind(schema_version)
-                .execute(pool)
-                .await?
-                .rows_affected()
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let mut pooled = self.db.acquire().await?;
+        let mut tx = pooled.as_conn().begin_write().await?;
+        on_backend!(tx.as_conn(), c => {
+            for chunk in taken.chunks(SNAPSHOTS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO snapshots (stream_id, version, schema_version, state, taken_at) ",
+                );
+                insert.push_values(chunk, |mut row, taken| {
+                    row.push_bind(taken.stream_id)
+                        .push_bind(taken.version)
+                        .push_bind(schema_version)
+                        .push_bind(Json(taken.state))
+                        .push_bind(taken_at);
+                });
+                insert.push(
+                    " ON CONFLICT (stream_id, version) DO UPDATE \
+                     SET schema_version = excluded.schema_version, state = excluded.state, \
+                         taken_at = excluded.taken_at",
+                );
+                insert.build().execute(&mut *c).await?;
+            }
+            for taken in taken.iter().filter(|taken| taken.replace) {
+                sqlx::query(DISCARD_OTHER_SCHEMAS)
+                    .bind(taken.stream_id)
+                    .bind(schema_version)
+                    .execute(&mut *c)
+                    .await?;
+            }
         });
-        Ok(deleted)
+        tx.commit().await
     }
 
     /// Where the stream's newest snapshot of `schema_version` stands, or with none its
@@ -324,70 +358,110 @@ async fn run<T: Serialize + Send + Sync>(
     // Each stream's mark as last read or written here. Other processes' snapshots
     // are not seen until the entry goes; the worst that does is a snapshot more.
     let marks: moka::future::Cache<Uuid, Mark> = moka::future::Cache::new(REMEMBERED_MARKS);
-    while let Some(message) = messages.recv().await {
-        let (stream_id, version, state, replace) = match message {
-            Message::Flush(done) => {
-                let _ = done.send(());
-                continue;
+    let mut received = Vec::with_capacity(WAITING_OFFERS);
+    let mut written_at: Option<Instant> = None;
+    while messages.recv_many(&mut received, WAITING_OFFERS).await > 0 {
+        // Offers come a few at a time, one per command: gather those of the next
+        // moment, unless someone waits for a flush, so that one commit keeps many.
+        // On SQLite every commit of this task also waits for, and holds up, the
+        // appends' group commit.
+        let flushing = received.iter().any(|m| matches!(m, Message::Flush(_)));
+        if let Some(at) = written_at.filter(|_| !flushing) {
+            tokio::time::sleep_until(at + GATHER).await;
+            while received.len() < WAITING_OFFERS {
+                match messages.try_recv() {
+                    Ok(message) => received.push(message),
+                    Err(_) => break,
+                }
             }
-            Message::Offer {
-                stream_id,
-                version,
-                state,
-                replace,
-            } => (stream_id, version, state, replace),
-        };
-        let outcome = take(
-            &snapshots,
-            &marks,
-            policy,
-            schema_version,
-            (stream_id, version, &*state),
-            replace,
-        )
-        .await;
-        if let Err(error) = outcome {
-            tracing::warn!(%stream_id, version, %error, "a snapshot could not be written");
+        }
+        let mut offers = Vec::with_capacity(received.len());
+        let mut flushes = Vec::new();
+        for message in received.drain(..) {
+            match message {
+                Message::Offer {
+                    stream_id,
+                    version,
+                    state,
+                    replace,
+                } => offers.push((stream_id, version, state, replace)),
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
+        if take(&snapshots, &marks, policy, schema_version, offers).await {
+            written_at = Some(Instant::now());
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
 
-/// Writes the offered state when it is due (or must replace another shape).
+/// How long the task gathers offers after it has written some.
+const GATHER: Duration = Duration::from_millis(100);
+
+type Offer<T> = (Uuid, i64, Arc<T>, bool);
+
+/// Writes those of `offers` that are due (or must replace another shape), in one
+/// commit; whether it wrote any.
 async fn take<T: Serialize + Sync>(
     snapshots: &Snapshots,
     marks: &moka::future::Cache<Uuid, Mark>,
     policy: SnapshotPolicy,
     schema_version: i32,
-    (stream_id, version, state): (Uuid, i64, &T),
-    replace: bool,
-) -> Result<(), sqlx::Error> {
+    offers: Vec<Offer<T>>,
+) -> bool {
     let now = Utc::now();
-    if !replace {
-        let mark = match marks.get(&stream_id).await {
-            Some(mark) => Some(mark),
-            None => snapshots.mark(stream_id, schema_version).await?,
+    // The marks these offers move, kept for the cache once they are written.
+    let mut moved: HashMap<Uuid, Mark> = HashMap::new();
+    let mut due: Vec<Taken<'_, T>> = Vec::new();
+    for (stream_id, version, state, replace) in &offers {
+        let (stream_id, version, replace) = (*stream_id, *version, *replace);
+        let mark = match moved.get(&stream_id) {
+            Some(mark) => Some(*mark),
+            None => match marks.get(&stream_id).await {
+                Some(mark) => Some(mark),
+                None => match snapshots.mark(stream_id, schema_version).await {
+                    Ok(mark) => mark,
+                    Err(error) => {
+                        tracing::warn!(%stream_id, version, %error, "a snapshot's mark could not be read");
+                        continue;
+                    }
+                },
+            },
         };
-        let Some(mark) = mark else {
-            return Ok(());
-        };
-        if !policy.is_due(version, mark, now) {
+        let is_due = mark.is_some_and(|mark| policy.is_due(version, mark, now));
+        if let Some(earlier) = due
+            .iter_mut()
+            .find(|t| t.stream_id == stream_id && t.version == version)
+        {
+            earlier.replace |= replace;
+        } else if replace || is_due {
+            due.push(Taken {
+                stream_id,
+                version,
+                state,
+                replace,
+            });
+            moved.insert(stream_id, Mark { version, at: now });
+        } else if let Some(mark) = mark {
             marks.insert(stream_id, mark).await;
-            return Ok(());
         }
     }
-    snapshots
-        .save(stream_id, version, schema_version, state, now)
-        .await?;
-    if replace {
-        snapshots
-            .discard_other_schemas(stream_id, schema_version)
-            .await?;
+    if due.is_empty() {
+        return false;
     }
-    let remembered = marks.get(&stream_id).await;
-    if remembered.is_none_or(|mark| mark.version < version) {
-        marks.insert(stream_id, Mark { version, at: now }).await;
+    if let Err(error) = snapshots.save_all(&due, schema_version, now).await {
+        tracing::warn!(snapshots = due.len(), %error, "snapshots could not be written");
+        return false;
     }
-    Ok(())
+    for (stream_id, mark) in moved {
+        let remembered = marks.get(&stream_id).await;
+        if remembered.is_none_or(|remembered| remembered.version < mark.version) {
+            marks.insert(stream_id, mark).await;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use quoteline::AppState;
-use quoteline::eventstore::{SnapshotPolicy, Snapshots};
+use quoteline::eventstore::{SnapshotPolicy, Snapshots, Snapshotter};
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
     Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
@@ -26,6 +26,7 @@ storage_tests!(
     loading_with_any_snapshot_policy_equals_the_full_fold,
     a_load_starts_from_the_newest_snapshot_at_or_below_the_version_wanted,
     a_snapshot_of_another_schema_version_is_ignored_and_replaced,
+    offers_made_together_are_written_together,
 );
 
 fn agent() -> Actor {
@@ -298,4 +299,52 @@ async fn a_snapshot_of_another_schema_version_is_ignored_and_replaced(test_db: &
         replaced.state_as::<Quote>(Quote::SCHEMA_VERSION),
         Some(at_three)
     );
+}
+
+/// The snapshot task writes what it is offered at once in one commit: more offers
+/// than one INSERT holds (but no more than may wait for it), the same stream and
+/// version offered twice (which one statement may not upsert twice on PostgreSQL),
+/// and a replacement that takes the stream's snapshots of another shape with it.
+async fn offers_made_together_are_written_together(test_db: &TestDb) {
+    let snapshots = Snapshots::new(test_db.db.clone());
+    let other_shape = 7;
+    let replaced = Uuid::now_v7();
+    snapshots
+        .save(
+            replaced,
+            1,
+            other_shape,
+            &serde_json::json!({"old": true}),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let snapshotter = Snapshotter::spawn(snapshots.clone(), SnapshotPolicy::default(), 1);
+    let streams: Vec<Uuid> = (0..1_000).map(|_| Uuid::now_v7()).collect();
+    for (n, &stream_id) in streams.iter().enumerate() {
+        snapshotter.replace(
+            stream_id,
+            3,
+            std::sync::Arc::new(serde_json::json!({"n": n})),
+        );
+    }
+    snapshotter.replace(
+        streams[0],
+        3,
+        std::sync::Arc::new(serde_json::json!({"n": 0})),
+    );
+    snapshotter.replace(
+        replaced,
+        2,
+        std::sync::Arc::new(serde_json::json!({"new": true})),
+    );
+    snapshotter.flush().await;
+
+    for (n, &stream_id) in streams.iter().enumerate() {
+        let kept = snapshots.newest(stream_id, None).await.unwrap().unwrap();
+        assert_eq!((kept.version, kept.schema_version), (3, 1));
+        assert_eq!(kept.state, serde_json::json!({"n": n}));
+    }
+    assert_eq!(snapshot_versions(test_db, replaced).await, vec![(2, 1)]);
 }
