@@ -30,6 +30,9 @@ pub fn handle() -> &'static PrometheusHandle {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
         let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+        let steps = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full("quoteline_http_request_duration_seconds".into()),
@@ -39,6 +42,12 @@ pub fn handle() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full("quoteline_group_commit_batch_size".into()),
                     &sizes,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("quoteline_group_commit_step_seconds".into()),
+                    &steps,
                 )
             })
             .unwrap_or_else(|_| PrometheusBuilder::new());

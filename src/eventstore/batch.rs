@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -47,6 +48,7 @@ pub async fn append_batch_in(
     // before the heads were read is always found by the key lookup. The other order
     // would see another instance's append in the head but not by its key, and answer
     // a retry with a conflict instead of its first outcome.
+    let began = Instant::now();
     let streams: Vec<Uuid> = requests.iter().map(|r| r.stream_id).collect();
     let mut heads = stream_heads(conn.reborrow(), &streams).await?;
 
@@ -84,6 +86,7 @@ pub async fn append_batch_in(
         }
     }
     let repeat_of: HashMap<usize, usize> = repeats.iter().copied().collect();
+    record_step("reads", began);
 
     // Each command is checked in order against its stream's head as the commands
     // before it left it.
@@ -113,15 +116,19 @@ pub async fn append_batch_in(
     }
 
     if !accepted.is_empty() {
+        let began = Instant::now();
         insert_events(conn.reborrow(), &mut accepted).await?;
         move_heads(conn.reborrow(), &accepted).await?;
+        record_step("events", began);
         // Every projection sees the whole batch at once, in commit order.
         let batch: Vec<RecordedEvent> = accepted
             .iter()
             .flat_map(|(_, events)| events.iter().cloned())
             .collect();
         let projectors: Vec<&dyn Projector> = projectors.iter().map(|p| p.as_ref()).collect();
+        let began = Instant::now();
         project(conn.reborrow(), &projectors, &batch).await?;
+        record_step("projections", began);
     }
     let mut written: HashMap<usize, Vec<RecordedEvent>> = HashMap::new();
     for (i, events) in accepted {
@@ -139,6 +146,15 @@ pub async fn append_batch_in(
         .into_iter()
         .map(|o| o.expect("every request is answered"))
         .collect())
+}
+
+/// How long one step of writing a batch took, in the process's metrics: `begin`
+/// (a connection and the write lock), `reads` (stream heads and idempotency keys),
+/// `events` (the events and the new heads), `projections`, and `commit` (with its
+/// sync). The writer is the one place appends queue, so these say what bounds them.
+pub(super) fn record_step(step: &'static str, since: Instant) {
+    metrics::histogram!("quoteline_group_commit_step_seconds", "step" => step)
+        .record(since.elapsed().as_secs_f64());
 }
 
 async fn existing_event_ids(conn: Conn<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {

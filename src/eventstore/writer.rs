@@ -4,13 +4,17 @@
 //! its own savepoint without failing the others. A caller hears back only after the
 //! commit, so an acknowledged event is durable.
 
+use std::time::Instant;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{ConnectOptions, Postgres};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendError, AppendRequest, append_in, explain_failure};
-use super::batch::append_batch_in;
+use super::batch::{append_batch_in, record_step};
 use super::model::Appended;
 use super::projector::Projectors;
-use crate::db::{Db, Tx};
+use crate::db::{Backend, Conn, Db, Tx};
 
 /// The most appends one transaction takes; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
@@ -28,6 +32,7 @@ pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
 
 async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut connection = WriterConnection::new(db.clone());
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Callers woken by the last commit are often about to send their next
         // append: let them run once before the batch closes, so it takes them too.
@@ -37,7 +42,7 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             jobs.recv_many(&mut batch, room).await;
         }
         let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
-        match commit_batch(&db, &projectors, &requests).await {
+        match commit_batch(&mut connection, &projectors, &requests).await {
             Ok(outcomes) => {
                 count(&outcomes);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
@@ -54,6 +59,13 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+async fn record_step_of<T>(step: &'static str, work: impl Future<Output = T>) -> T {
+    let began = Instant::now();
+    let done = work.await;
+    record_step(step, began);
+    done
 }
 
 /// The batch in the process's metrics: its size, the appends written, the events
@@ -83,15 +95,15 @@ fn count(outcomes: &[Result<Appended, AppendError>]) {
 /// transaction as a whole failed and nothing was written; the inner results are
 /// each command's own.
 async fn commit_batch(
-    db: &Db,
+    connection: &mut WriterConnection,
     projectors: &Projectors,
     requests: &[&AppendRequest],
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
-    match write_batch(db, projectors, requests, Mode::SetBased).await {
+    match write_batch(connection, projectors, requests, Mode::SetBased).await {
         Ok(outcomes) => Ok(outcomes),
         Err(error) => {
             tracing::debug!(%error, "set-based batch failed; writing it one append at a time");
-            write_batch(db, projectors, requests, Mode::SavepointEach).await
+            write_batch(connection, projectors, requests, Mode::SavepointEach).await
         }
     }
 }
@@ -105,13 +117,15 @@ enum Mode {
 /// One write transaction on a pooled connection: the batch, then commit; rolled
 /// back on any error.
 async fn write_batch(
-    db: &Db,
+    connection: &mut WriterConnection,
     projectors: &Projectors,
     requests: &[&AppendRequest],
     mode: Mode,
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
-    let mut pooled = db.acquire().await?;
+    let began = Instant::now();
+    let mut pooled = connection.take().await?;
     let mut tx = pooled.as_conn().begin_write().await?;
+    record_step("begin", began);
     let written = async {
         Ok(match mode {
             Mode::SetBased => append_batch_in(tx.as_conn(), projectors, requests).await?,
@@ -126,8 +140,11 @@ async fn write_batch(
     }
     .await;
     match written {
-        Ok(outcomes) => match tx.commit().await {
-            Ok(()) => Ok(outcomes),
+        Ok(outcomes) => match record_step_of("commit", tx.commit()).await {
+            Ok(()) => {
+                connection.give_back(pooled);
+                Ok(outcomes)
+            }
             Err(error) => {
                 // sqlx rolls back a transaction whose commit failed as it drops it, and
                 // nobody hears whether that worked: the connection's state is unknown.
@@ -136,11 +153,76 @@ async fn write_batch(
             }
         },
         Err(error) => {
-            if tx.rollback().await.is_err() {
-                // A connection in an unknown transaction state must not go back to the pool.
+            if tx.rollback().await.is_ok() {
+                connection.give_back(pooled);
+            } else {
+                // A connection in an unknown transaction state must not be used again.
                 pooled.discard();
             }
             Err(error)
+        }
+    }
+}
+
+/// The connection a batch is written on. On SQLite the writer's own, kept between
+/// batches (opened when first needed, and again after one was closed): it never
+/// waits for the pool behind the readers, and its page cache, larger than the
+/// pool's, keeps the pages that appends touch. On PostgreSQL one from the pool for
+/// each batch.
+struct WriterConnection {
+    db: Db,
+    own: Option<SqliteConnection>,
+}
+
+/// The writer's SQLite page cache, in KiB (the pool's connections have 2 MiB).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
+/// A connection taken for one batch.
+type Taken = Backend<SqliteConnection, sqlx::pool::PoolConnection<Postgres>>;
+
+impl WriterConnection {
+    fn new(db: Db) -> Self {
+        WriterConnection { db, own: None }
+    }
+
+    async fn take(&mut self) -> Result<Taken, sqlx::Error> {
+        Ok(match &self.db {
+            Backend::Sqlite(pool) => Backend::Sqlite(match self.own.take() {
+                Some(own) => own,
+                None => {
+                    (*pool.connect_options())
+                        .clone()
+                        .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                        .connect()
+                        .await?
+                }
+            }),
+            Backend::Postgres(pool) => Backend::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Keeps the writer's own connection, or returns the pool's, once its
+    /// transaction ended as it should.
+    fn give_back(&mut self, taken: Taken) {
+        if let Backend::Sqlite(own) = taken {
+            self.own = Some(own);
+        }
+    }
+}
+
+impl Taken {
+    /// Closes the connection instead of keeping it or returning it to the pool.
+    fn discard(self) {
+        match self {
+            Backend::Sqlite(own) => drop(own),
+            Backend::Postgres(pooled) => drop(pooled.detach()),
+        }
+    }
+
+    fn as_conn(&mut self) -> Conn<'_> {
+        match self {
+            Backend::Sqlite(c) => Backend::Sqlite(c),
+            Backend::Postgres(c) => Backend::Postgres(&mut **c),
         }
     }
 }

@@ -47,6 +47,14 @@ async fn the_metrics_count_requests_and_appends(test_db: &TestDb) {
         after.contains("quoteline_group_commit_batch_size_bucket{le=\"1\"}"),
         "{after}"
     );
+    for step in ["begin", "reads", "events", "projections", "commit"] {
+        assert!(
+            after.contains(&format!(
+                r#"quoteline_group_commit_step_seconds_bucket{{step="{step}",le="0.25"}}"#
+            )),
+            "{step}: {after}"
+        );
+    }
     assert!(
         after.contains("quoteline_append_conflicts_total"),
         "{after}"
