@@ -114,8 +114,8 @@ enum Mode {
     SavepointEach,
 }
 
-/// One write transaction on a pooled connection: the batch, then commit; rolled
-/// back on any error.
+/// One write transaction on the writer's connection: the batch, then commit; rolled
+/// back on any error, and a connection left in a state nobody knows is closed.
 async fn write_batch(
     connection: &mut WriterConnection,
     projectors: &Projectors,
