@@ -33,7 +33,7 @@ pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,
 };
 pub use projector::{Fill, Part, ProjectionError, Projector, Rebuildable, Together, clear_part};
-pub use snapshots::{Mark, Snapshot, SnapshotPolicy, Snapshots, Snapshotter};
+pub use snapshots::{Mark, Snapshot, SnapshotPolicy, Snapshots, Snapshotter, Taken};
 pub use verify::{Mismatch, Problem, VerifyReport, verify_stream};
 
 use crate::db::{Conn, Db};

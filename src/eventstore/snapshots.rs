@@ -12,7 +12,7 @@
 //! - which versions get one is the [`SnapshotPolicy`]: every N events, when the newest
 //!   snapshot is older than T, or both (whichever comes first).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,13 +193,31 @@ impl Snapshots {
 
     /// Keeps every one of `taken` in one write transaction (one commit, however many),
     /// and deletes the snapshots of other schema versions of those that replace them.
-    /// At most one of `taken` per stream and version.
+    /// One offered twice for a stream and version is kept once (the last state), and
+    /// rows are written in key order, so that two processes writing the same streams
+    /// lock them in the same order.
     pub async fn save_all<T: Serialize + Sync>(
         &self,
         taken: &[Taken<'_, T>],
         schema_version: i32,
         taken_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
+        let mut kept: BTreeMap<(Uuid, i64), (&T, bool)> = BTreeMap::new();
+        for taken in taken {
+            let entry = kept
+                .entry((taken.stream_id, taken.version))
+                .or_insert((taken.state, false));
+            *entry = (taken.state, entry.1 || taken.replace);
+        }
+        let taken: Vec<Taken<'_, T>> = kept
+            .into_iter()
+            .map(|((stream_id, version), (state, replace))| Taken {
+                stream_id,
+                version,
+                state,
+                replace,
+            })
+            .collect();
         if taken.is_empty() {
             return Ok(());
         }
@@ -403,7 +421,8 @@ const GATHER: Duration = Duration::from_millis(100);
 type Offer<T> = (Uuid, i64, Arc<T>, bool);
 
 /// Writes those of `offers` that are due (or must replace another shape), in one
-/// commit; whether it wrote any.
+/// commit; whether it wrote any. The marks they move are remembered only once
+/// they are written.
 async fn take<T: Serialize + Sync>(
     snapshots: &Snapshots,
     marks: &moka::future::Cache<Uuid, Mark>,
@@ -412,41 +431,42 @@ async fn take<T: Serialize + Sync>(
     offers: Vec<Offer<T>>,
 ) -> bool {
     let now = Utc::now();
-    // The marks these offers move, kept for the cache once they are written.
+    // The newest mark each stream will have once `due` is written.
     let mut moved: HashMap<Uuid, Mark> = HashMap::new();
     let mut due: Vec<Taken<'_, T>> = Vec::new();
     for (stream_id, version, state, replace) in &offers {
         let (stream_id, version, replace) = (*stream_id, *version, *replace);
-        let mark = match moved.get(&stream_id) {
-            Some(mark) => Some(*mark),
-            None => match marks.get(&stream_id).await {
-                Some(mark) => Some(mark),
-                None => match snapshots.mark(stream_id, schema_version).await {
-                    Ok(mark) => mark,
-                    Err(error) => {
-                        tracing::warn!(%stream_id, version, %error, "a snapshot's mark could not be read");
-                        continue;
-                    }
+        if !replace {
+            let mark = match moved.get(&stream_id) {
+                Some(mark) => Some(*mark),
+                None => match marks.get(&stream_id).await {
+                    Some(mark) => Some(mark),
+                    None => match snapshots.mark(stream_id, schema_version).await {
+                        Ok(mark) => {
+                            if let Some(mark) = mark {
+                                marks.insert(stream_id, mark).await;
+                            }
+                            mark
+                        }
+                        Err(error) => {
+                            tracing::warn!(%stream_id, version, %error, "a snapshot's mark could not be read");
+                            continue;
+                        }
+                    },
                 },
-            },
-        };
-        let is_due = mark.is_some_and(|mark| policy.is_due(version, mark, now));
-        if let Some(earlier) = due
-            .iter_mut()
-            .find(|t| t.stream_id == stream_id && t.version == version)
-        {
-            earlier.replace |= replace;
-        } else if replace || is_due {
-            due.push(Taken {
-                stream_id,
-                version,
-                state,
-                replace,
-            });
-            moved.insert(stream_id, Mark { version, at: now });
-        } else if let Some(mark) = mark {
-            marks.insert(stream_id, mark).await;
+            };
+            if !mark.is_some_and(|mark| policy.is_due(version, mark, now)) {
+                continue;
+            }
         }
+        due.push(Taken {
+            stream_id,
+            version,
+            state,
+            replace,
+        });
+        let newest = moved.entry(stream_id).or_insert(Mark { version, at: now });
+        newest.version = newest.version.max(version);
     }
     if due.is_empty() {
         return false;

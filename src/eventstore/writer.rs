@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{ConnectOptions, Postgres};
+use sqlx::{ConnectOptions, Connection, Postgres};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendError, AppendRequest, append_in, explain_failure};
@@ -33,7 +33,17 @@ pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
 async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut connection = WriterConnection::new(db.clone());
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let received = tokio::select! {
+            received = jobs.recv_many(&mut batch, MAX_BATCH) => received,
+            () = closed(&db), if connection.own.is_some() => {
+                connection.close().await;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         // Callers woken by the last commit are often about to send their next
         // append: let them run once before the batch closes, so it takes them too.
         tokio::task::yield_now().await;
@@ -58,6 +68,14 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
                 }
             }
         }
+    }
+}
+
+/// Resolves when the pool closes (never for PostgreSQL, whose writer keeps nothing).
+async fn closed(db: &Db) {
+    match db {
+        Backend::Sqlite(pool) => pool.close_event().await,
+        Backend::Postgres(_) => std::future::pending().await,
     }
 }
 
@@ -187,6 +205,11 @@ impl WriterConnection {
 
     async fn take(&mut self) -> Result<Taken, sqlx::Error> {
         Ok(match &self.db {
+            // The database was closed: so is the writer's own connection.
+            Backend::Sqlite(pool) if pool.is_closed() => {
+                self.close().await;
+                return Err(sqlx::Error::PoolClosed);
+            }
             Backend::Sqlite(pool) => Backend::Sqlite(match self.own.take() {
                 Some(own) => own,
                 None => {
@@ -199,6 +222,17 @@ impl WriterConnection {
             }),
             Backend::Postgres(pool) => Backend::Postgres(pool.acquire().await?),
         })
+    }
+
+    /// Closes the writer's own connection, if it has one: when the pool closes, so
+    /// that the last connection to close (which checkpoints SQLite's WAL into the
+    /// database file) is the pool's.
+    async fn close(&mut self) {
+        if let Some(own) = self.own.take()
+            && let Err(error) = own.close().await
+        {
+            tracing::warn!(%error, "the writer's connection did not close cleanly");
+        }
     }
 
     /// Keeps the writer's own connection, or returns the pool's, once its

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use quoteline::AppState;
-use quoteline::eventstore::{SnapshotPolicy, Snapshots, Snapshotter};
+use quoteline::eventstore::{SnapshotPolicy, Snapshots, Snapshotter, Taken};
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
     Action, Command, ContactDetails, FamilyDetails, GeographicDetails, NonEmptyText, PersonName,
@@ -302,9 +302,10 @@ async fn a_snapshot_of_another_schema_version_is_ignored_and_replaced(test_db: &
 }
 
 /// The snapshot task writes what it is offered at once in one commit: more offers
-/// than one INSERT holds (but no more than may wait for it), the same stream and
-/// version offered twice (which one statement may not upsert twice on PostgreSQL),
-/// and a replacement that takes the stream's snapshots of another shape with it.
+/// than one INSERT holds (but no more than may wait for it), and a replacement that
+/// takes the stream's snapshots of another shape with it. One stream and version
+/// given twice to one write (which one statement may not upsert twice on
+/// PostgreSQL) is kept once, with the last state.
 async fn offers_made_together_are_written_together(test_db: &TestDb) {
     let snapshots = Snapshots::new(test_db.db.clone());
     let other_shape = 7;
@@ -330,11 +331,6 @@ async fn offers_made_together_are_written_together(test_db: &TestDb) {
         );
     }
     snapshotter.replace(
-        streams[0],
-        3,
-        std::sync::Arc::new(serde_json::json!({"n": 0})),
-    );
-    snapshotter.replace(
         replaced,
         2,
         std::sync::Arc::new(serde_json::json!({"new": true})),
@@ -347,4 +343,22 @@ async fn offers_made_together_are_written_together(test_db: &TestDb) {
         assert_eq!(kept.state, serde_json::json!({"n": n}));
     }
     assert_eq!(snapshot_versions(test_db, replaced).await, vec![(2, 1)]);
+
+    let twice = streams[0];
+    let (first, last) = (
+        serde_json::json!({"first": 1}),
+        serde_json::json!({"last": 2}),
+    );
+    let taken = |state| Taken {
+        stream_id: twice,
+        version: 5,
+        state,
+        replace: false,
+    };
+    snapshots
+        .save_all(&[taken(&first), taken(&last)], 1, Utc::now())
+        .await
+        .unwrap();
+    let kept = snapshots.newest(twice, None).await.unwrap().unwrap();
+    assert_eq!((kept.version, kept.state), (5, last));
 }
