@@ -196,14 +196,14 @@ struct WriterConnection {
 const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// A connection taken for one batch.
-type Taken = Backend<SqliteConnection, sqlx::pool::PoolConnection<Postgres>>;
+type BatchConnection = Backend<SqliteConnection, sqlx::pool::PoolConnection<Postgres>>;
 
 impl WriterConnection {
     fn new(db: Db) -> Self {
         WriterConnection { db, own: None }
     }
 
-    async fn take(&mut self) -> Result<Taken, sqlx::Error> {
+    async fn take(&mut self) -> Result<BatchConnection, sqlx::Error> {
         Ok(match &self.db {
             // The database was closed: so is the writer's own connection.
             Backend::Sqlite(pool) if pool.is_closed() => {
@@ -237,14 +237,14 @@ impl WriterConnection {
 
     /// Keeps the writer's own connection, or returns the pool's, once its
     /// transaction ended as it should.
-    fn give_back(&mut self, taken: Taken) {
+    fn give_back(&mut self, taken: BatchConnection) {
         if let Backend::Sqlite(own) = taken {
             self.own = Some(own);
         }
     }
 }
 
-impl Taken {
+impl BatchConnection {
     /// Closes the connection instead of keeping it or returning it to the pool.
     fn discard(self) {
         match self {

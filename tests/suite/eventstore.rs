@@ -25,6 +25,7 @@ storage_tests!(
     a_repeated_idempotency_key_appends_nothing_and_returns_the_first_result,
     concurrent_retries_of_one_idempotency_key_append_once,
     a_rejected_append_writes_nothing,
+    an_append_after_the_database_closed_fails,
     chain_verification_passes_an_untouched_store,
     chain_verification_finds_a_modified_payload,
     chain_verification_finds_a_deleted_event,
@@ -306,6 +307,21 @@ async fn a_rejected_append_writes_nothing(test_db: &TestDb) {
     assert!(matches!(empty, Err(AppendError::NoEvents)), "{empty:?}");
     assert_eq!(versions(&store, stream).await, vec![1]);
     assert_eq!(count_events(&test_db.db).await, 1);
+}
+
+/// Once the database is closed, an append fails, on SQLite too, where the writer
+/// keeps a connection of its own outside the pool.
+async fn an_append_after_the_database_closed_fails(test_db: &TestDb) {
+    let store = store(test_db);
+    let stream = Uuid::now_v7();
+    store
+        .append(request(stream, 0, vec![event(1)]))
+        .await
+        .unwrap();
+    test_db.db.close().await;
+
+    let after = store.append(request(stream, 1, vec![event(2)])).await;
+    assert!(matches!(after, Err(AppendError::Database(_))), "{after:?}");
 }
 
 /// Three streams of five events; returns the store and the stream to tamper with.
