@@ -25,7 +25,7 @@ use crate::state::AppState;
 use crate::web::middleware::{
     BODY_LIMIT, REQUEST_ID, REQUEST_TIMEOUT, html_error_pages, security_headers,
 };
-use crate::web::{AppError, QuoteId, assets};
+use crate::web::{AppError, QuoteId, assets, compression};
 use crate::{audit, identity, on_backend, quoting, telemetry, underwriting};
 
 pub fn router(state: AppState) -> Router {
@@ -111,19 +111,21 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(
                 // Small bodies cost more to compress than they save on the wire.
-                // Brotli or gzip, never zstd: tower-http makes each response a fresh
-                // zstd context (over 1 MiB to set up), and the task list served 6,212
-                // req/s with zstd against 7,812 with brotli (BENCHMARKS.md).
+                // Brotli or gzip here, for clients that do not prefer zstd: tower-http
+                // makes each response a fresh zstd context (over 1 MiB to set up).
                 CompressionLayer::new()
                     .no_zstd()
                     .quality(CompressionLevel::Fastest)
                     .compress_when(
-                        SizeAbove::new(1024)
+                        SizeAbove::new(compression::MIN_BODY)
                             .and(NotForContentType::GRPC)
                             .and(NotForContentType::IMAGES)
                             .and(NotForContentType::SSE),
                     ),
-            ),
+            )
+            // Inside it, so that it leaves what this encoded alone: zstd from a
+            // context each thread keeps, for the clients that prefer it.
+            .layer(from_fn(compression::zstd_pages)),
     )
 }
 

@@ -10,6 +10,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::compression::accepted_codings;
+
 /// One static file in each encoding we serve.
 pub struct Asset {
     content_type: &'static str,
@@ -75,21 +77,12 @@ impl Asset {
 /// zero. An explicit entry for the coding wins over `*`.
 fn accepts(request: &HeaderMap, coding: &str) -> bool {
     let mut wildcard = None;
-    for value in request.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for entry in value.split(',') {
-            let mut parts = entry.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            if name.eq_ignore_ascii_case(coding) {
-                return q > 0.0;
-            }
-            if name == "*" {
-                wildcard = Some(q > 0.0);
-            }
+    for (name, q) in accepted_codings(request) {
+        if name.eq_ignore_ascii_case(coding) {
+            return q > 0.0;
+        }
+        if name == "*" {
+            wildcard = Some(q > 0.0);
         }
     }
     wildcard.unwrap_or(false)

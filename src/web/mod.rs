@@ -3,6 +3,7 @@
 //! It knows no context's pages; contexts build on it.
 
 pub mod assets;
+pub mod compression;
 pub mod error;
 pub mod extract;
 pub mod form;

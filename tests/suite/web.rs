@@ -53,28 +53,56 @@ async fn a_body_over_the_limit_is_refused_with_a_page_before_it_is_read(test_db:
 async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
     let app = TestApp::spawn(test_db).await;
     app.sign_in_as("uma", &[Role::Underwriter]).await;
-    let get = |path: &str| {
+    let get = |path: &str, accept: &str| {
         app.client
             .get(app.url(path))
-            .header("accept-encoding", "gzip, br, zstd")
+            .header("accept-encoding", accept)
             .send()
     };
+    let encoding = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
 
-    let small = get("/healthz").await.unwrap();
-    let large = get("/underwriting/queue").await.unwrap();
-
+    let small = get("/healthz", "gzip, br, zstd").await.unwrap();
     assert_eq!(small.status().as_u16(), 200);
-    assert!(
-        small.headers().get("content-encoding").is_none(),
-        "2 bytes go as they are"
-    );
-    assert_eq!(large.status().as_u16(), 200);
-    assert_eq!(
-        large.headers()["content-encoding"],
-        "br",
-        "the queue page, with its list of countries, is compressed, with brotli rather \
-         than zstd"
-    );
+    assert_eq!(encoding(&small), None, "2 bytes go as they are");
+
+    // The queue page, with its list of countries, is over a kilobyte: zstd for a
+    // client that prefers it (compressed here, whole), brotli for one that does not.
+    let plain = get("/underwriting/queue", "identity").await.unwrap();
+    assert_eq!(encoding(&plain), None);
+    let page = plain.text().await.unwrap();
+    assert!(page.contains("<h1>Approval queue</h1>"), "{page}");
+    for (accept, expected) in [
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("zstd;q=0.5, br;q=0.5", "zstd"),
+        ("gzip, br", "br"),
+        ("br, zstd;q=0.9", "br"),
+        ("gzip", "gzip"),
+    ] {
+        let large = get("/underwriting/queue", accept).await.unwrap();
+        assert_eq!(large.status().as_u16(), 200, "{accept}");
+        assert_eq!(encoding(&large).as_deref(), Some(expected), "{accept}");
+        assert_eq!(large.headers()["vary"], "accept-encoding", "{accept}");
+        let body = large.bytes().await.unwrap();
+        assert!(
+            body.len() < page.len() / 2,
+            "{accept}: {} bytes",
+            body.len()
+        );
+        if expected == "zstd" {
+            // The page differs only in its form's fresh token, if at all.
+            let decoded = String::from_utf8(zstd::decode_all(&body[..]).unwrap()).unwrap();
+            assert!(decoded.contains("<h1>Approval queue</h1>"), "{decoded}");
+            assert!(
+                decoded.trim_end().ends_with("</html>"),
+                "{accept}: the whole page"
+            );
+        }
+    }
 }
 
 /// The static files are compressed once, not per response: the stylesheet comes in

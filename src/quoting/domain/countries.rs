@@ -258,11 +258,29 @@ pub const COUNTRIES: &[(&str, &str)] = &[
 
 /// The English short name for an upper-case alpha-2 code, if the code is assigned.
 pub fn country_name(code: &str) -> Option<&'static str> {
-    COUNTRIES
-        .iter()
-        .find(|(candidate, _)| *candidate == code)
-        .map(|(_, name)| *name)
+    let &[first, second] = code.as_bytes() else {
+        return None;
+    };
+    let slot = |b: u8| b.is_ascii_uppercase().then(|| usize::from(b - b'A'));
+    let at = BY_CODE[slot(first)? * 26 + slot(second)?];
+    (at != NONE).then(|| COUNTRIES[usize::from(at)].1)
 }
+
+/// An empty slot of [`BY_CODE`].
+const NONE: u8 = u8::MAX;
+
+/// Where each code is in [`COUNTRIES`], by its two letters (AA at 0, ZZ at 675): the
+/// queue names the country of every row it shows.
+static BY_CODE: [u8; 26 * 26] = {
+    let mut table = [NONE; 26 * 26];
+    let mut at = 0;
+    while at < COUNTRIES.len() {
+        let code = COUNTRIES[at].0.as_bytes();
+        table[(code[0] - b'A') as usize * 26 + (code[1] - b'A') as usize] = at as u8;
+        at += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -313,5 +331,11 @@ mod tests {
         assert_eq!(country_name("CI"), Some("Côte d'Ivoire"));
         assert_eq!(country_name("in"), None);
         assert_eq!(country_name("UK"), None);
+        for bad in ["", "I", "IND", "I1", "ÅX"] {
+            assert_eq!(country_name(bad), None, "{bad}");
+        }
+        for (code, name) in COUNTRIES {
+            assert_eq!(country_name(code), Some(*name), "{code}");
+        }
     }
 }
