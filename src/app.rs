@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
-use axum::middleware::{from_fn, map_response};
+use axum::middleware::{from_fn, map_response, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
@@ -70,63 +70,78 @@ async fn quote_page(
     }
 }
 
-/// The middleware stack, read top to bottom: the first layer listed is the first to
-/// see a request.
+/// The middleware stack, built from the handlers outwards; within each
+/// `ServiceBuilder` the first layer listed is the first to see a request.
+///
+/// Only what needs the route is layered on the router (each `Router::layer` wraps
+/// every route in a boxed service, and a request's route is cloned through every
+/// one of them); the rest wraps the whole router once, as one service.
 pub fn middleware(router: Router, sessions: &Sessions) -> Router {
     // Innermost, next to the handlers: the form's CSRF token is checked against the
-    // session, which the session layer loads; requests a browser marks as cross-site
-    // are refused before either is touched. `layer` wraps every method a route has
+    // session, which the session layer loads. `layer` wraps every method a route has
     // and also its 405 fallback; that fallback is replaced after it, unwrapped, so a
     // method the route does not have gets 405 and `Allow` before any token check.
     let router = router
         .layer(from_fn(csrf::verify_form_token))
         .method_not_allowed_fallback(method_not_allowed);
     let router = sessions.layer(router);
-    let router = router.layer(csrf::cross_origin_layer());
 
-    // Layers that make their own error responses sit inside `html_error_pages`, so
-    // those responses get our page too. Each `layer` call wraps the ones before it.
-    let inner = router
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+    // Layers that make their own error responses (a panic, a timeout, a body over
+    // the limit, a cross-site request) sit inside `html_error_pages`, so those
+    // responses get our page too. Their bodies are not axum's; the router they are
+    // wrapped in makes them so for the layers outside.
+    let guarded = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");
             AppError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }))
-        .layer(map_response(html_error_pages));
-    security_headers(inner, sessions.settings().secure).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // Requests a browser marks as cross-site are refused before the session or
+        // the form's token is touched.
+        .layer(csrf::cross_origin_layer())
+        .service(router);
+
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
                 let request_id = request
                     .headers()
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(
-                // Small bodies cost more to compress than they save on the wire.
-                // Brotli or gzip here, for clients that do not prefer zstd: tower-http
-                // makes each response a fresh zstd context (over 1 MiB to set up).
-                CompressionLayer::new()
-                    .no_zstd()
-                    .quality(CompressionLevel::Fastest)
-                    .compress_when(
-                        SizeAbove::new(compression::MIN_BODY)
-                            .and(NotForContentType::GRPC)
-                            .and(NotForContentType::IMAGES)
-                            .and(NotForContentType::SSE),
-                    ),
-            )
-            // Inside it, so that it leaves what this encoded alone: zstd from a
-            // context each thread keeps, for the clients that prefer it.
-            .layer(from_fn(compression::zstd_pages)),
-    )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            // Small bodies cost more to compress than they save on the wire.
+            // Brotli or gzip here, for clients that do not prefer zstd: tower-http
+            // makes each response a fresh zstd context (over 1 MiB to set up).
+            CompressionLayer::new()
+                .no_zstd()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(
+                    SizeAbove::new(compression::MIN_BODY)
+                        .and(NotForContentType::GRPC)
+                        .and(NotForContentType::IMAGES)
+                        .and(NotForContentType::SSE),
+                ),
+        )
+        // Inside it, so that it leaves what this encoded alone: zstd from a context
+        // each thread keeps, for the clients that prefer it.
+        .layer(from_fn(compression::zstd_pages))
+        .layer(map_response_with_state(
+            sessions.settings().secure,
+            security_headers,
+        ))
+        .layer(map_response(html_error_pages))
+        .service(Router::new().fallback_service(guarded));
+    Router::new().fallback_service(stack)
 }
 
 /// A method the route does not have. The route adds the `Allow` header.

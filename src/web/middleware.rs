@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppError;
 
@@ -24,25 +23,29 @@ pub const HSTS: &str = "max-age=31536000";
 /// Headers that keep every page from being framed, sniffed, made to load or post
 /// anywhere but here, or kept by a cache: pages show personal data, so nothing may
 /// be stored unless its handler says so (the static files, `public`). Served over
-/// HTTPS, Strict-Transport-Security too.
-pub fn security_headers(router: Router, https: bool) -> Router {
-    let header =
-        |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
-    let router = if https {
-        router.layer(header(header::STRICT_TRANSPORT_SECURITY, HSTS))
-    } else {
-        router
-    };
-    router
-        .layer(header(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
-        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(header(header::REFERRER_POLICY, "same-origin"))
-        .layer(header(header::CACHE_CONTROL, "no-store"))
+/// HTTPS (the state, `true`), Strict-Transport-Security too. A header the handler
+/// set is left as it is.
+pub async fn security_headers(State(https): State<bool>, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let hsts = https.then_some((header::STRICT_TRANSPORT_SECURITY, HSTS));
+    for (name, value) in SECURITY_HEADERS.into_iter().chain(hsts) {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
+
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::CACHE_CONTROL, "no-store"),
+];
 
 /// Error responses made by layers and extractors (a body over the limit, a form
 /// that does not parse, a timeout) come without a page; give them ours.
