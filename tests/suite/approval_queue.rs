@@ -176,14 +176,18 @@ async fn table_rows(db: &Db) -> Vec<TableRow> {
     quoteline::on_backend!(db, pool => sqlx::query_as(sql).fetch_all(pool).await.unwrap())
 }
 
-/// The waiting quotes, oldest first, as the page's own query reads them.
+/// The waiting quotes, oldest first, as the page's own query reads them. The page
+/// comes as one JSON value; each of its rows holds what the table holds, as a plain
+/// read of the row gives it.
 async fn waiting_ids(db: &Db) -> Vec<Uuid> {
-    queue::page(db, &QueueFilter::default(), QueueSort::Oldest, None, 1000)
+    let rows = queue::page(db, &QueueFilter::default(), QueueSort::Oldest, None, 1000)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|row| row.quote_id)
-        .collect()
+        .unwrap();
+    for row in &rows {
+        let plain = queue::find(db, row.quote_id).await.unwrap();
+        assert_eq!(plain.as_ref(), Some(row));
+    }
+    rows.into_iter().map(|row| row.quote_id).collect()
 }
 
 // ----- The projection --------------------------------------------------------------

@@ -7,6 +7,7 @@ use axum::http::Request;
 use chrono::{DateTime, Days, Utc};
 use futures_util::StreamExt;
 use quoteline::AppState;
+use quoteline::audit::{TimelineEntry, timeline};
 use quoteline::db::Db;
 use quoteline::eventstore::{AppendRequest, ExpectedVersion, Metadata, Problem};
 use quoteline::kernel::{Actor, Role};
@@ -321,6 +322,32 @@ async fn the_timeline_lists_each_event_newest_first_with_its_actor_status_change
         404,
     )
     .await;
+
+    // The page reads its entries as one JSON value; each holds every column as a
+    // plain read of the rows gives it.
+    let sql = format!(
+        "{}WHERE stream_id = $1 ORDER BY version DESC",
+        timeline::SELECT_ENTRY
+    );
+    let plain: Vec<TimelineEntry> = on_backend!(&state.db, pool => sqlx::query_as(&sql).bind(id).fetch_all(pool).await.unwrap());
+    assert_eq!(plain.len(), 12);
+    assert_eq!(
+        timeline::for_quote(&state.db, id, None, 100).await.unwrap(),
+        plain
+    );
+    assert_eq!(
+        timeline::for_quote(&state.db, id, Some(5), 2)
+            .await
+            .unwrap(),
+        plain[8..10],
+        "versions 4 and 3"
+    );
+    assert_eq!(
+        timeline::for_quote(&state.db, Uuid::now_v7(), None, 100)
+            .await
+            .unwrap(),
+        []
+    );
 }
 
 async fn as_of_shows_the_quote_exactly_as_its_first_n_events_fold(test_db: &TestDb) {

@@ -7,14 +7,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
-use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Type};
+use sqlx::{Database, Encode, FromRow, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 use crate::on_backend;
 
 /// A quote waiting for a decision.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct QueueRow {
     pub quote_id: Uuid,
     pub reference: String,
@@ -110,6 +110,20 @@ impl QueueSort {
             QueueSort::Oldest | QueueSort::Newest => "submitted_at",
             QueueSort::LongestWaiting => "first_submitted_at",
         }
+    }
+
+    /// The keyset's comparison and the order's direction.
+    fn direction(self) -> (&'static str, &'static str) {
+        match self {
+            QueueSort::Newest => ("<", "DESC"),
+            QueueSort::Oldest | QueueSort::LongestWaiting => (">", "ASC"),
+        }
+    }
+
+    /// The page's `ORDER BY` terms.
+    fn order(self) -> String {
+        let (_, direction) = self.direction();
+        format!("{} {direction}, quote_id {direction}", self.key())
     }
 
     pub(super) fn key_of(self, row: &QueueRow) -> DateTime<Utc> {
@@ -228,10 +242,7 @@ impl<'a> Statement<'a> {
         }
         if let Some(Paging { sort, after, limit }) = self.paging {
             let key = sort.key();
-            let (comparison, direction) = match sort {
-                QueueSort::Newest => ("<", "DESC"),
-                QueueSort::Oldest | QueueSort::LongestWaiting => (">", "ASC"),
-            };
+            let (comparison, _) = sort.direction();
             if let Some(cursor) = after {
                 conditions
                     .push(format_args!("({key}, quote_id) {comparison} ("))
@@ -241,9 +252,7 @@ impl<'a> Statement<'a> {
                     .push_unseparated(")");
             }
             query
-                .push(format_args!(
-                    " ORDER BY {key} {direction}, quote_id {direction} LIMIT "
-                ))
+                .push(format_args!(" ORDER BY {} LIMIT ", sort.order()))
                 .push_bind(limit);
         }
         query
@@ -326,6 +335,13 @@ pub fn count_query(filter: &QueueFilter) -> QueueQuery<'_> {
 }
 
 /// One page of the queue: up to `limit` rows after `after`, in `sort` order.
+///
+/// The page comes as one row holding a JSON array of its rows. sqlx runs SQLite on
+/// a thread of its own per connection and hands each result row to the request's
+/// task in a message of its own, whose values are allocated there and freed here: a
+/// page of 51 rows cost 21 context switches and glibc's arena locks, which bound the
+/// page more than its instructions did (BENCHMARKS.md). PostgreSQL reads it the same
+/// way, so that both backends run one statement.
 pub async fn page(
     db: &Db,
     filter: &QueueFilter,
@@ -333,10 +349,32 @@ pub async fn page(
     after: Option<&Cursor>,
     limit: i64,
 ) -> Result<Vec<QueueRow>, sqlx::Error> {
-    Statement::page(filter, sort, after, limit)
-        .fetch_all(db)
-        .await
+    let statement = Statement::page(filter, sort, after, limit);
+    let order = sort.order();
+    let Json(rows) = match db {
+        Backend::Sqlite(pool) => {
+            let prefix =
+                format!("SELECT json_group_array({SQLITE_ROW_OBJECT} ORDER BY {order}) FROM (");
+            let mut query = statement.build::<Sqlite>(&prefix);
+            query.push(") AS page");
+            query.build_query_scalar().fetch_one(pool).await?
+        }
+        Backend::Postgres(pool) => {
+            let prefix = format!("SELECT coalesce(json_agg(page ORDER BY {order}), '[]') FROM (");
+            let mut query = statement.build::<Postgres>(&prefix);
+            query.push(") AS page");
+            query.build_query_scalar().fetch_one(pool).await?
+        }
+    };
+    Ok(rows)
 }
+
+/// A row of the queue as a JSON object of [`COLUMNS`] for SQLite, whose JSON holds no
+/// blob: the quote id goes as hex, which `Uuid` reads back.
+const SQLITE_ROW_OBJECT: &str = "json_object('quote_id', hex(quote_id), 'reference', reference, \
+    'applicant_name', applicant_name, 'agent', agent, 'country', country, 'region', region, \
+    'dependents', dependents, 'submitted_at', submitted_at, \
+    'first_submitted_at', first_submitted_at, 'referral_count', referral_count)";
 
 const READ_TOTAL: &str = "SELECT waiting FROM approval_queue_total WHERE id = 1";
 
