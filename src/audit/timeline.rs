@@ -366,59 +366,61 @@ macro_rules! select_entry {
 /// Every column of a [`TimelineEntry`], for the log's filtered reads.
 pub const SELECT_ENTRY: &str = select_entry!("");
 
-/// A page of a quote's entries, newest first, as one JSON array in one row (see
-/// [`for_quote`]).
+/// A quote's entries below a version, newest first, up to a limit.
 macro_rules! entries_before {
-    ($aggregate:literal) => {
-        concat!(
-            "SELECT ",
-            $aggregate,
-            " FROM (",
-            select_entry!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3"),
-            ") AS page"
-        )
+    () => {
+        select_entry!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3")
     };
 }
 
-/// SQLite's JSON holds no blob: ids go as hex, which `Uuid` reads back; `changes`
-/// is JSON text already.
-const FOR_QUOTE_SQLITE: &str = entries_before!(
-    "json_group_array(json_object('position', position, 'stream_id', hex(stream_id), \
+const FOR_QUOTE: &str = entries_before!();
+
+/// [`FOR_QUOTE`] as one JSON array in one row, for SQLite (see [`for_quote`]). Its
+/// JSON holds no blob: ids go as hex, which `Uuid` reads back; `changes` is JSON
+/// text already.
+const FOR_QUOTE_AS_JSON: &str = concat!(
+    "SELECT json_group_array(json_object('position', position, 'stream_id', hex(stream_id), \
      'version', version, 'event_id', hex(event_id), 'event_type', event_type, \
      'reference', reference, 'actor', actor, 'actor_role', actor_role, \
      'recorded_at', recorded_at, 'title', title, 'status_before', status_before, \
      'status_after', status_after, 'detail', detail, 'changes', json(changes)) \
-     ORDER BY version DESC)"
+     ORDER BY version DESC) FROM (",
+    entries_before!(),
+    ") AS page"
 );
-
-const FOR_QUOTE_POSTGRES: &str =
-    entries_before!("coalesce(json_agg(page ORDER BY version DESC), '[]')");
 
 const AT_VERSION: &str = select_entry!("WHERE stream_id = $1 AND version = $2");
 
 /// A quote's entries below `before_version` (all, with `None`), newest first.
 ///
-/// They come as one row holding a JSON array, as the queue's page does
-/// (`underwriting::queue::query::page` says why).
+/// On SQLite they come as one row holding a JSON array, as the queue's page does
+/// (`underwriting::queue::query::page` says why); PostgreSQL reads the rows.
 pub async fn for_quote(
     db: &Db,
     quote_id: Uuid,
     before_version: Option<i64>,
     limit: i64,
 ) -> Result<Vec<TimelineEntry>, sqlx::Error> {
-    let sql = match db {
-        Backend::Sqlite(_) => FOR_QUOTE_SQLITE,
-        Backend::Postgres(_) => FOR_QUOTE_POSTGRES,
-    };
-    let Json(entries) = on_backend!(db, pool => {
-        sqlx::query_scalar(sql)
-            .bind(quote_id)
-            .bind(before_version.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_one(pool)
-            .await?
-    });
-    Ok(entries)
+    let before_version = before_version.unwrap_or(i64::MAX);
+    match db {
+        Backend::Sqlite(pool) => {
+            let Json(entries) = sqlx::query_scalar(FOR_QUOTE_AS_JSON)
+                .bind(quote_id)
+                .bind(before_version)
+                .bind(limit)
+                .fetch_one(pool)
+                .await?;
+            Ok(entries)
+        }
+        Backend::Postgres(pool) => {
+            sqlx::query_as(FOR_QUOTE)
+                .bind(quote_id)
+                .bind(before_version)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+    }
 }
 
 /// The entry of one event of a quote.

@@ -336,12 +336,13 @@ pub fn count_query(filter: &QueueFilter) -> QueueQuery<'_> {
 
 /// One page of the queue: up to `limit` rows after `after`, in `sort` order.
 ///
-/// The page comes as one row holding a JSON array of its rows. sqlx runs SQLite on
-/// a thread of its own per connection and hands each result row to the request's
-/// task in a message of its own, whose values are allocated there and freed here: a
-/// page of 51 rows cost 21 context switches and glibc's arena locks, which bound the
-/// page more than its instructions did (BENCHMARKS.md). PostgreSQL reads it the same
-/// way, so that both backends run one statement.
+/// On SQLite the page comes as one row holding a JSON array of its rows. sqlx runs
+/// SQLite on a thread of its own per connection and hands each result row to the
+/// request's task in a message of its own, whose values are allocated there and
+/// freed here: a page of 51 rows cost 21 context switches and glibc's arena locks,
+/// which bound the page more than its instructions did (BENCHMARKS.md). PostgreSQL's
+/// rows come over its socket together, and building the JSON there cost it more than
+/// decoding the rows here, so it reads them as they are.
 pub async fn page(
     db: &Db,
     filter: &QueueFilter,
@@ -350,23 +351,19 @@ pub async fn page(
     limit: i64,
 ) -> Result<Vec<QueueRow>, sqlx::Error> {
     let statement = Statement::page(filter, sort, after, limit);
-    let order = sort.order();
-    let Json(rows) = match db {
+    match db {
         Backend::Sqlite(pool) => {
-            let prefix =
-                format!("SELECT json_group_array({SQLITE_ROW_OBJECT} ORDER BY {order}) FROM (");
+            let prefix = format!(
+                "SELECT json_group_array({SQLITE_ROW_OBJECT} ORDER BY {}) FROM (",
+                sort.order()
+            );
             let mut query = statement.build::<Sqlite>(&prefix);
             query.push(") AS page");
-            query.build_query_scalar().fetch_one(pool).await?
+            let Json(rows) = query.build_query_scalar().fetch_one(pool).await?;
+            Ok(rows)
         }
-        Backend::Postgres(pool) => {
-            let prefix = format!("SELECT coalesce(json_agg(page ORDER BY {order}), '[]') FROM (");
-            let mut query = statement.build::<Postgres>(&prefix);
-            query.push(") AS page");
-            query.build_query_scalar().fetch_one(pool).await?
-        }
-    };
-    Ok(rows)
+        Backend::Postgres(_) => statement.fetch_all(db).await,
+    }
 }
 
 /// A row of the queue as a JSON object of [`COLUMNS`] for SQLite, whose JSON holds no
