@@ -87,6 +87,10 @@ impl Db {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // A connection to a file cannot go stale between uses, so it is not
+            // pinged before each: the ping is a round trip to the connection's
+            // worker thread, as long as the statement that follows it.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Backend::Sqlite(pool))
