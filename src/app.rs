@@ -119,11 +119,11 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            // Small bodies cost more to compress than they save on the wire.
-            // Brotli or gzip here, for clients that do not prefer zstd: tower-http
-            // makes each response a fresh zstd context (over 1 MiB to set up).
+            // Small bodies cost more to compress than they save on the wire. Pages
+            // for clients that prefer zstd come encoded from inside; this layer does
+            // the rest (brotli, gzip, and zstd for streamed exports, where its fresh
+            // context per response is paid once a download).
             CompressionLayer::new()
-                .no_zstd()
                 .quality(CompressionLevel::Fastest)
                 .compress_when(
                     SizeAbove::new(compression::MIN_BODY)
@@ -132,13 +132,15 @@ pub fn middleware(router: Router, sessions: &Sessions) -> Router {
                         .and(NotForContentType::SSE),
                 ),
         )
-        // Inside it, so that it leaves what this encoded alone: zstd from a context
-        // each thread keeps, for the clients that prefer it.
-        .layer(from_fn(compression::zstd_pages))
         .layer(map_response_with_state(
             sessions.settings().secure,
             security_headers,
         ))
+        // Inside the compression layer, which leaves what this encoded alone: zstd
+        // from a context each thread keeps, for the clients that prefer it. (A HEAD
+        // request's body is gone by here, so its response names no encoding; HTTP
+        // lets a server omit what only the content determines.)
+        .layer(from_fn(compression::zstd_pages))
         .layer(map_response(html_error_pages))
         .service(Router::new().fallback_service(guarded));
     Router::new().fallback_service(stack)

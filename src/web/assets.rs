@@ -1,7 +1,8 @@
 //! The static files, built into the binary and compressed once, on first use, with
-//! the strongest setting: a request picks the smallest encoding its `Accept-Encoding`
-//! allows, and no response compresses anything. The compression layer leaves a
-//! response that already has a `Content-Encoding` alone.
+//! the strongest setting (brotli and gzip): a request picks the smallest encoding its
+//! `Accept-Encoding` allows. The compression layers leave a response that already
+//! has a `Content-Encoding` alone; only a client that accepts neither (zstd alone,
+//! say) gets a file compressed as it goes out.
 
 use std::io::Write;
 use std::sync::LazyLock;

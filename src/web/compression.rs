@@ -120,39 +120,46 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
-/// Whether `Accept-Encoding` accepts zstd at least as readily as any other encoding
-/// the app serves (br, gzip, deflate); on a tie zstd wins, as in tower-http.
+/// Whether `Accept-Encoding` accepts zstd at least as readily as anything else it
+/// names (br, gzip, deflate, identity, `*`); on a tie zstd wins, as in tower-http.
 fn prefers_zstd(headers: &HeaderMap) -> bool {
     let mut zstd = 0.0_f32;
     let mut others = 0.0_f32;
     for (name, quality) in accepted_codings(headers) {
         if name.eq_ignore_ascii_case("zstd") {
             zstd = zstd.max(quality);
-        } else if ["br", "gzip", "deflate", "*"]
-            .iter()
-            .any(|other| name.eq_ignore_ascii_case(other))
-        {
+        } else {
             others = others.max(quality);
         }
     }
     zstd > 0.0 && zstd >= others
 }
 
-/// Each coding `Accept-Encoding` names, with its q-value (1 when it gives none).
+/// Each coding `Accept-Encoding` names, with its q-value (1 when it gives none). An
+/// entry whose q-value is not a number from 0 to 1 is left out, as tower-http does.
 pub fn accepted_codings(headers: &HeaderMap) -> impl Iterator<Item = (&str, f32)> {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(|entry| {
+        .filter_map(|entry| {
             let mut parts = entry.split(';');
             let name = parts.next().unwrap_or("").trim();
             let quality = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (name, quality)
+                .filter_map(|p| {
+                    let (key, value) = p.split_once('=')?;
+                    key.trim().eq_ignore_ascii_case("q").then_some(value)
+                })
+                .map(|q| {
+                    q.trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                })
+                .next()
+                .unwrap_or(Some(1.0))?;
+            (!name.is_empty()).then_some((name, quality))
         })
 }
 
@@ -175,6 +182,17 @@ mod tests {
         assert!(!prefers_zstd(&accept("br;q=1, zstd;q=0.8")));
         assert!(!prefers_zstd(&accept("zstd;q=0, gzip")));
         assert!(!prefers_zstd(&accept("zstd;q=0")));
+        assert!(!prefers_zstd(&accept("zstd;Q=0")), "Q is q");
+        assert!(!prefers_zstd(&accept("identity, zstd;q=0.5")));
+        assert!(!prefers_zstd(&accept("x-gzip, zstd;q=0.5")));
+        assert!(
+            !prefers_zstd(&accept("zstd;q=2")),
+            "a q-value above 1 leaves the entry out"
+        );
+        assert!(
+            prefers_zstd(&accept("zstd, br;q=x")),
+            "so does one that is no number"
+        );
         assert!(!prefers_zstd(&HeaderMap::new()));
     }
 

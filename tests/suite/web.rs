@@ -79,6 +79,8 @@ async fn only_bodies_over_a_kilobyte_are_compressed(test_db: &TestDb) {
     for (accept, expected) in [
         ("gzip, deflate, br, zstd", "zstd"),
         ("zstd;q=0.5, br;q=0.5", "zstd"),
+        ("zstd, identity;q=0", "zstd"),
+        ("zstd;Q=0, gzip", "gzip"),
         ("gzip, br", "br"),
         ("br, zstd;q=0.9", "br"),
         ("gzip", "gzip"),

@@ -268,6 +268,10 @@ pub fn country_name(code: &str) -> Option<&'static str> {
 
 /// An empty slot of [`BY_CODE`].
 const NONE: u8 = u8::MAX;
+const _: () = assert!(
+    COUNTRIES.len() < NONE as usize,
+    "every index fits BY_CODE's u8"
+);
 
 /// Where each code is in [`COUNTRIES`], by its two letters (AA at 0, ZZ at 675): the
 /// queue names the country of every row it shows.
