@@ -282,13 +282,19 @@ async fn concurrent_retries_of_one_idempotency_key_append_once(test_db: &TestDb)
     assert_eq!(versions(&stores[0], stream).await, vec![1, 2]);
 }
 
-async fn a_rejected_append_writes_nothing(test_db: &TestDb) {
+/// A store with one stream of one event, and that stream.
+async fn store_with_one_event(test_db: &TestDb) -> (EventStore, Uuid) {
     let store = store(test_db);
     let stream = Uuid::now_v7();
     store
         .append(request(stream, 0, vec![event(1)]))
         .await
         .unwrap();
+    (store, stream)
+}
+
+async fn a_rejected_append_writes_nothing(test_db: &TestDb) {
+    let (store, stream) = store_with_one_event(test_db).await;
 
     let stale = store
         .append(request(stream, 0, vec![event(2), event(3)]))
@@ -312,12 +318,7 @@ async fn a_rejected_append_writes_nothing(test_db: &TestDb) {
 /// Once the database is closed, an append fails, on SQLite too, where the writer
 /// keeps a connection of its own outside the pool.
 async fn an_append_after_the_database_closed_fails(test_db: &TestDb) {
-    let store = store(test_db);
-    let stream = Uuid::now_v7();
-    store
-        .append(request(stream, 0, vec![event(1)]))
-        .await
-        .unwrap();
+    let (store, stream) = store_with_one_event(test_db).await;
     test_db.db.close().await;
 
     let after = store.append(request(stream, 1, vec![event(2)])).await;
