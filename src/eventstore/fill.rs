@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::checkpoints::{self, CatchUpError, last_position};
 use super::model::{GlobalPosition, RecordedEvent};
 use super::projector::{Fill, Projector, Together};
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, POOL_CACHE_KIB};
 
 /// SQLite's page cache while tables fill, in KiB: the tables and their
 /// indexes stay in memory instead of being read back from the file page by page.
@@ -21,7 +21,7 @@ const KEPT_ROWS_PER_TRANSACTION: usize = 10_000;
 /// Replays the log as it stands into `projectors`' empty tables, through their fills. A
 /// task of its own reads the next page (on a connection of its own) while this one
 /// applies the last, in a transaction per page on one connection (on SQLite with a
-/// large page cache, given back to the default afterwards); the fills then write
+/// large page cache, given back to the pool's afterwards); the fills then write
 /// what they kept in memory, a transaction for every 10,000 rows, the checkpoints
 /// with the last. What
 /// is written meanwhile, and anything the gap-safe read holds back, is left to the
@@ -85,7 +85,7 @@ pub async fn fill(
     if sqlite
         && pooled
             .as_conn()
-            .execute_plain("PRAGMA cache_size = -2000")
+            .execute_plain(&format!("PRAGMA cache_size = -{POOL_CACHE_KIB}"))
             .await
             .is_err()
     {

@@ -192,8 +192,9 @@ struct WriterConnection {
     own: Option<SqliteConnection>,
 }
 
-/// The writer's SQLite page cache, in KiB (the pool's connections have 2 MiB).
-const WRITER_CACHE_KIB: u32 = 16 * 1024;
+/// The writer's SQLite page cache, in KiB (the pool's connections have 1 MiB): the
+/// indexes' upper pages that every append walks.
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// A connection taken for one batch.
 type BatchConnection = Backend<SqliteConnection, sqlx::pool::PoolConnection<Postgres>>;
