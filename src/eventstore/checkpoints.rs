@@ -16,7 +16,9 @@ use super::archive::{self, ReadError};
 use super::model::{GlobalPosition, RecordedEvent};
 use super::projector::{ProjectionError, Projector};
 use super::sql::{self, Sql};
-use crate::db::{Conn, Db};
+use sqlx::types::Json;
+
+use crate::db::{Backend, Conn, Db};
 use crate::on_backend;
 
 /// Applies `events` (one transaction's, in commit order) to every projector and
@@ -264,14 +266,25 @@ async fn read_all_with(
         sql::SELECT_ALL
     };
     let query = sql.on(&conn);
-    let rows: Vec<sql::EventRow> = on_backend!(conn.reborrow(), c => {
-        sqlx::query_as(query)
-            .bind(after.commit)
-            .bind(after.position)
-            .bind(limit)
-            .fetch_all(&mut *c)
-            .await?
-    });
-    let hot = rows.into_iter().map(RecordedEvent::from).collect();
+    let hot = match conn.reborrow() {
+        Backend::Sqlite(c) => {
+            let Json(rows): Json<Vec<sql::JsonEventRow>> = sqlx::query_scalar(query)
+                .bind(after.commit)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_one(&mut *c)
+                .await?;
+            rows.into_iter().map(RecordedEvent::from).collect()
+        }
+        Backend::Postgres(c) => {
+            let rows: Vec<sql::EventRow> = sqlx::query_as(query)
+                .bind(after.commit)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(&mut *c)
+                .await?;
+            rows.into_iter().map(RecordedEvent::from).collect()
+        }
+    };
     archive::merge_after(conn, hot, after, horizon, limit).await
 }
