@@ -54,15 +54,20 @@ pub fn changes(before: &Quote, after: &Quote) -> Vec<FieldChange> {
 }
 
 /// [`changes`], each with the field it is about (`Field::Child(0)` for a child
-/// added or removed).
+/// added or removed). Only the sections that differ are formatted and compared: most
+/// events change one section or none.
 pub fn field_changes(before: &Quote, after: &Quote) -> Vec<(Field, FieldChange)> {
     let mut found: Vec<(Field, FieldChange)> = Field::ANSWERS
         .into_iter()
+        .filter(|&field| !before.same_source_of(after, field))
         .filter_map(|field| {
             let (old, new) = (before.answer(field), after.answer(field));
             (old != new).then(|| (field, FieldChange::new(field, old, new)))
         })
         .collect();
+    if before.same_source_of(after, Field::Children) {
+        return found;
+    }
 
     let mut added = after.children();
     let mut removed = Vec::new();
@@ -156,6 +161,23 @@ mod tests {
             lines(&after, &before).last().unwrap(),
             "Child removed: Asha"
         );
+    }
+
+    #[test]
+    fn only_the_sections_that_differ_are_compared() {
+        let before = quote();
+        let mut after = before.clone();
+        after.status = Some(crate::quoting::domain::Status::Finalized);
+        after.referral_count += 1;
+        assert!(changes(&before, &after).is_empty());
+
+        after.contact = Some(ContactDetails::parse("b@x.com", "+919876543210").unwrap());
+        assert_eq!(lines(&before, &after), ["Email: a@x.com → b@x.com"]);
+        for field in Field::ANSWERS {
+            let same = matches!(field, Field::Email | Field::Phone | Field::PreferredContact);
+            assert_eq!(before.same_source_of(&after, field), !same, "{field:?}");
+        }
+        assert!(before.same_source_of(&after, Field::Children));
     }
 
     #[test]

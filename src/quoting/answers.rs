@@ -43,6 +43,21 @@ impl Quote {
     }
 
     /// The children's names, in the order listed.
+    /// Whether the part of the quote that `field`'s answer is read from is the same in
+    /// `other`: then the two answers are equal, and comparing them formats nothing.
+    pub fn same_source_of(&self, other: &Quote, field: Field) -> bool {
+        match field {
+            Field::ApplicantName => self.applicant_name == other.applicant_name,
+            Field::Country | Field::Region | Field::City | Field::PostalCode => {
+                self.geographic == other.geographic
+            }
+            Field::Email | Field::Phone | Field::PreferredContact => self.contact == other.contact,
+            Field::Dependents | Field::SpouseName | Field::Children | Field::Child(_) => {
+                self.family == other.family
+            }
+        }
+    }
+
     pub fn children(&self) -> Vec<String> {
         self.family
             .as_ref()
