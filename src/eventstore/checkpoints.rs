@@ -266,25 +266,27 @@ async fn read_all_with(
         sql::SELECT_ALL
     };
     let query = sql.on(&conn);
-    let hot = match conn.reborrow() {
+    // The same three parameters on both; SQLite answers with one row (see the
+    // statement).
+    let rows: Vec<sql::EventRow> = match conn.reborrow() {
         Backend::Sqlite(c) => {
-            let Json(rows): Json<Vec<sql::JsonEventRow>> = sqlx::query_scalar(query)
+            let Json(rows) = sqlx::query_scalar(query)
                 .bind(after.commit)
                 .bind(after.position)
                 .bind(limit)
                 .fetch_one(&mut *c)
                 .await?;
-            rows.into_iter().map(RecordedEvent::from).collect()
+            rows
         }
         Backend::Postgres(c) => {
-            let rows: Vec<sql::EventRow> = sqlx::query_as(query)
+            sqlx::query_as(query)
                 .bind(after.commit)
                 .bind(after.position)
                 .bind(limit)
                 .fetch_all(&mut *c)
-                .await?;
-            rows.into_iter().map(RecordedEvent::from).collect()
+                .await?
         }
     };
+    let hot = rows.into_iter().map(RecordedEvent::from).collect();
     archive::merge_after(conn, hot, after, horizon, limit).await
 }

@@ -147,12 +147,12 @@ pub const SELECT_BY_STREAM_PAGE: Sql = select_events!(
 pub const SELECT_ALL: Sql = Sql {
     // One writer at a time, so position order is commit order. ($1 is the commit
     // part of the cursor, which on SQLite is the position itself.) The page comes as
-    // one row holding a JSON array of its events, each an array of
-    // [`event_columns!`] (ids as hex, the payload as JSON; see [`JsonEventRow`]):
-    // sqlx hands SQLite's rows over from its worker thread one message each, and
-    // those messages cost a rebuild more than the statement did.
+    // one row holding a JSON array of its events, each an array of [`EventRow`]'s
+    // fields (ids as hex, the payload as JSON): sqlx hands SQLite's rows over from
+    // its worker thread one message each, and those messages cost a rebuild more
+    // than the statement did.
     sqlite: concat!(
-        "SELECT json_group_array(json_array(position, hex(stream_id), version, \
+        "SELECT json_group_array(json_array(position, position, hex(stream_id), version, \
          hex(event_id), event_type, schema_version, json(payload), actor, recorded_at, \
          request_id, prev_hash, hash) ORDER BY position) FROM (SELECT ",
         event_columns!(),
@@ -187,7 +187,9 @@ pub const SELECT_ALL_QUIESCED: Sql = Sql {
     ),
 };
 
-#[derive(sqlx::FromRow)]
+/// An event as the store's reads return it: a row, or on SQLite an element of a
+/// page's JSON array (its columns in this order; see [`SELECT_ALL`]).
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub struct EventRow {
     position: i64,
     commit_seq: i64,
@@ -222,61 +224,6 @@ impl From<EventRow> for RecordedEvent {
             request_id: row.request_id,
             prev_hash: row.prev_hash,
             hash: row.hash,
-        }
-    }
-}
-
-/// An event of [`SELECT_ALL`]'s JSON array on SQLite, its columns in
-/// [`event_columns!`]'s order.
-#[derive(serde::Deserialize)]
-pub struct JsonEventRow(
-    i64,
-    Uuid,
-    i64,
-    Uuid,
-    String,
-    i32,
-    Value,
-    String,
-    DateTime<Utc>,
-    Option<String>,
-    String,
-    String,
-);
-
-impl From<JsonEventRow> for RecordedEvent {
-    fn from(row: JsonEventRow) -> Self {
-        let JsonEventRow(
-            position,
-            stream_id,
-            version,
-            event_id,
-            event_type,
-            schema_version,
-            payload,
-            actor,
-            recorded_at,
-            request_id,
-            prev_hash,
-            hash,
-        ) = row;
-        RecordedEvent {
-            // One writer at a time: the commit order is the position's.
-            global: GlobalPosition {
-                commit: position,
-                position,
-            },
-            stream_id,
-            version,
-            event_id,
-            event_type,
-            schema_version,
-            payload,
-            actor,
-            recorded_at,
-            request_id,
-            prev_hash,
-            hash,
         }
     }
 }
