@@ -1,5 +1,6 @@
 //! The `quoteline` command: serve the app, apply migrations, check the store.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -18,10 +19,79 @@ use quoteline::server::{self, Limits};
 use quoteline::state::Settings;
 use quoteline::{AppState, router};
 
-/// mimalloc instead of glibc's malloc: each thread allocates from pages of its own,
-/// without glibc's arena locks (BENCHMARKS.md: every page and the rebuild gained).
+/// mimalloc instead of glibc's malloc for all but the largest blocks: each thread
+/// allocates from pages of its own, without glibc's arena locks (BENCHMARKS.md: every
+/// page and the rebuild gained).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Allocator = Allocator;
+
+/// Blocks of this size or more go to the system's malloc.
+const SYSTEM_FROM: usize = 8 << 20;
+
+/// mimalloc, except that blocks of 8 MiB or more (argon2's 19 MiB, a rebuild's
+/// pages) go to the system's malloc, which maps each on its own and unmaps it when it
+/// is freed (`identity::password` keeps glibc's threshold at 8 MiB). mimalloc keeps a
+/// freed block a while before giving it back, and a burst of sign-ins then held
+/// several hashes' memory at once (115 MiB in the sign-in flood test, against a
+/// budget of 100). Which allocator owns a block follows from its size, which every
+/// call names.
+struct Allocator;
+
+impl Allocator {
+    fn system(size: usize) -> bool {
+        size >= SYSTEM_FROM
+    }
+}
+
+// SAFETY: each call goes to one of two allocators by the block's size; a block is
+// always freed or resized by the allocator that made it, since its layout's size
+// decides both, and a resize across the threshold moves the block from one to the
+// other.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::system(layout.size()) {
+            unsafe { System.alloc(layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::system(layout.size()) {
+            unsafe { System.alloc_zeroed(layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if Self::system(layout.size()) {
+            unsafe { System.dealloc(ptr, layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        match (Self::system(layout.size()), Self::system(new_size)) {
+            (false, false) => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
+            (true, true) => unsafe { System.realloc(ptr, layout, new_size) },
+            _ => {
+                // SAFETY: the caller guarantees `new_size`, at `layout`'s alignment, is
+                // a valid layout.
+                let moved = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+                let new = unsafe { self.alloc(moved) };
+                if !new.is_null() {
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                }
+                new
+            }
+        }
+    }
+}
 
 /// mimalloc's `mi_option_purge_delay` (the 16th of `mi_option_e` in its v3 header; the
 /// crate names no constant for it): milliseconds before freed pages go back to the OS.
@@ -978,6 +1048,23 @@ mod tests {
     use quoteline::identity::sessions::DEFAULT_LIFETIME;
 
     use super::*;
+
+    #[test]
+    fn a_block_keeps_its_bytes_when_it_grows_or_shrinks_across_the_threshold() {
+        let bytes = |v: &Vec<u8>| v.iter().map(|&b| u64::from(b)).sum::<u64>();
+        let mut block: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        let sum = bytes(&block);
+        block.reserve_exact(SYSTEM_FROM); // from mimalloc to the system's malloc
+        assert!(block.capacity() >= SYSTEM_FROM);
+        assert_eq!(bytes(&block), sum);
+        block.resize(SYSTEM_FROM + 4096, 1);
+        block.truncate(1 << 20);
+        block.shrink_to_fit(); // and back
+        assert!(block.capacity() < SYSTEM_FROM);
+        assert_eq!(bytes(&block), sum);
+        let zeroed = vec![0u64; SYSTEM_FROM / 8 + 1];
+        assert!(zeroed.iter().all(|&word| word == 0));
+    }
 
     #[test]
     fn the_purge_delay_constant_names_mimallocs_purge_delay() {
