@@ -25,12 +25,13 @@ use quoteline::{AppState, router};
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
-/// Blocks of this size or more go to the system's malloc.
-const SYSTEM_FROM: usize = 8 << 20;
+/// Blocks of this size or more go to the system's malloc: glibc's mmap threshold,
+/// which `configure_allocator` fixes there.
+const SYSTEM_FROM: usize = identity::password::MMAP_THRESHOLD as usize;
 
 /// mimalloc, except that blocks of 8 MiB or more (argon2's 19 MiB, a rebuild's
 /// pages) go to the system's malloc, which maps each on its own and unmaps it when it
-/// is freed (`identity::password` keeps glibc's threshold at 8 MiB). mimalloc keeps a
+/// is freed (`configure_allocator` fixes glibc's threshold there). mimalloc keeps a
 /// freed block a while before giving it back, and a burst of sign-ins then held
 /// several hashes' memory at once (115 MiB in the sign-in flood test, against a
 /// budget of 100). Which allocator owns a block follows from its size, which every
@@ -105,6 +106,9 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 fn configure_allocator() {
     // SAFETY: called once at the start of `main`, before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    // From the start, not only once a password is hashed: a rebuild's large pages
+    // are given back too.
+    identity::password::map_large_blocks_afresh();
 }
 
 #[derive(Parser)]

@@ -207,9 +207,11 @@ impl Pool {
 /// its arenas (see the module's notes). Other allocators give large blocks back as
 /// they are.
 /// Far below argon2's 19 MiB blocks, above any buffer a request needs.
-const MMAP_THRESHOLD: i32 = 8 << 20;
+pub const MMAP_THRESHOLD: i32 = 8 << 20;
 
-fn map_large_blocks_afresh() {
+/// Called by the hashing pool when it starts, and by the `quoteline` binary at its
+/// start (which sends blocks of this size or more to glibc's malloc).
+pub fn map_large_blocks_afresh() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets an allocator parameter, under glibc's own lock.

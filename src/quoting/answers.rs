@@ -42,7 +42,6 @@ impl Quote {
         }
     }
 
-    /// The children's names, in the order listed.
     /// Whether the part of the quote that `field`'s answer is read from is the same in
     /// `other`: then the two answers are equal, and comparing them formats nothing.
     pub fn same_source_of(&self, other: &Quote, field: Field) -> bool {
@@ -58,6 +57,7 @@ impl Quote {
         }
     }
 
+    /// The children's names, in the order listed.
     pub fn children(&self) -> Vec<String> {
         self.family
             .as_ref()
