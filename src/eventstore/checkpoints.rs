@@ -12,12 +12,12 @@
 //! checkpoint only ever moves forward, and an inline projection applies its own
 //! transaction's events whatever the checkpoint says.
 
+use sqlx::types::Json;
+
 use super::archive::{self, ReadError};
 use super::model::{GlobalPosition, RecordedEvent};
 use super::projector::{ProjectionError, Projector};
 use super::sql::{self, Sql};
-use sqlx::types::Json;
-
 use crate::db::{Backend, Conn, Db};
 use crate::on_backend;
 
