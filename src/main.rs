@@ -434,6 +434,7 @@ impl Serving {
                 every: std::num::NonZeroU64::new(self.snapshot_every),
                 older_than: self.snapshot_older_than,
             },
+            follow_heads: true,
             ..Settings::default()
         }
     }

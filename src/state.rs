@@ -71,6 +71,10 @@ pub fn rebuildable() -> Vec<Arc<dyn Rebuildable>> {
 pub struct Settings {
     pub caches: Caches,
     pub snapshots: SnapshotPolicy,
+    /// Whether loads answer from the quote cache while the heads feed says it is
+    /// current (`QuoteService::following_heads`); the server's setting. Off, every
+    /// load reads the events after the cached version.
+    pub follow_heads: bool,
 }
 
 impl AppState {
@@ -94,7 +98,11 @@ impl AppState {
 
     /// [`AppState::open`] with these settings.
     pub async fn open_configured(db: Db, settings: Settings) -> anyhow::Result<AppState> {
-        let Settings { caches, snapshots } = settings;
+        let Settings {
+            caches,
+            snapshots,
+            follow_heads,
+        } = settings;
         db.migrate().await?;
         let projector = quote_projector();
         // Before the store's writer starts: a projection that is new or behind
@@ -107,6 +115,11 @@ impl AppState {
         // People added before they were events get their PersonAdded now.
         people::import_unrecorded(&store).await?;
         let quotes = QuoteService::configured(store.clone(), caches.quote_bytes, snapshots);
+        let quotes = if follow_heads {
+            quotes.following_heads()
+        } else {
+            quotes
+        };
         let sessions = Sessions::open_with(&db, caches.sessions).await?;
         sessions.spawn_expired_deletion();
         attempts::spawn_pruning(db.clone());

@@ -12,6 +12,7 @@ pub mod checkpoints;
 pub mod copy;
 mod fill;
 pub mod hash;
+pub mod heads;
 mod model;
 mod projector;
 mod snapshots;
@@ -29,6 +30,7 @@ pub use archive::{ArchiveError, ArchiveLocation, ReadError};
 pub use checkpoints::{CatchUpError, catch_up};
 pub use fill::fill;
 pub use hash::GENESIS;
+pub use heads::{Follower, Heads, HeadsFeed};
 pub use model::{
     Appended, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent, StreamHead,
 };

@@ -11,7 +11,13 @@
 //!
 //! - A load of the latest state reads the events after the cached version (one
 //!   indexed read, usually empty) and folds them on: never stale, whichever process
-//!   wrote them.
+//!   wrote them. A service that follows the heads feed ([`QuoteService::following_heads`],
+//!   the server's) answers from memory instead when the cached quote is *trusted*:
+//!   read to the stream's end (or written here) while the feed was live and told
+//!   nothing meanwhile, and not moved past since (the feed marks it untrusted when
+//!   its stream moves, and drops every entry when it may have missed something). A
+//!   change made by another process then shows once the feed has told it: at once
+//!   on PostgreSQL (a notification at commit), within [`POLL`](crate::eventstore::heads::POLL) on SQLite.
 //! - A load at version `v` (a form's version, `?as_of=`) takes the cached quote as
 //!   it is when `v` is its version, reads only the events between when `v` is later,
 //!   and folds from the first event when `v` is earlier.
@@ -49,8 +55,8 @@ use uuid::Uuid;
 use super::domain::{Action, Command, DomainError, PersonName, Quote, QuoteEvent, decide, evolve};
 use crate::db::Unique;
 use crate::eventstore::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, ReadError,
-    RecordedEvent, SnapshotPolicy, Snapshots, Snapshotter,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, Follower, Heads, HeadsFeed,
+    Metadata, ReadError, RecordedEvent, SnapshotPolicy, Snapshots, Snapshotter,
 };
 use crate::kernel::{Actor, Envelope};
 
@@ -100,9 +106,57 @@ const ENTRY_OVERHEAD: u64 = 256;
 pub struct QuoteService {
     store: EventStore,
     /// Quotes by id, each as folded at its `version` (see the module's notes).
-    cache: moka::future::Cache<Uuid, Arc<Quote>>,
+    cache: Cache,
     snapshots: Snapshots,
     snapshotter: Snapshotter<Quote>,
+    /// What tells the service that a stream moved; without it every load reads.
+    heads: Option<HeadsFeed>,
+}
+
+type Cache = moka::future::Cache<Uuid, Cached>;
+
+#[derive(Clone)]
+struct Cached {
+    quote: Arc<Quote>,
+    /// Whether the quote was the stream's head when read (or written), the heads
+    /// feed live and silent from before that read until it was kept; the feed
+    /// clears it when the stream moves.
+    trusted: bool,
+}
+
+/// The heads feed's follower: a stream that moved past its cached quote is read
+/// again before it is shown; after a gap in what the feed knows, every quote is.
+struct Distrust(Cache);
+
+impl Follower for Distrust {
+    async fn follow(&self, heads: Heads) {
+        let moved = match heads {
+            Heads::Moved(moved) => moved,
+            Heads::Unknown => {
+                self.0.invalidate_all();
+                return;
+            }
+        };
+        for (quote_id, version) in moved {
+            self.0
+                .entry(quote_id)
+                .and_compute_with(|cached| async move {
+                    match cached {
+                        Some(cached)
+                            if cached.value().trusted
+                                && (cached.value().quote.version as i64) < version =>
+                        {
+                            Op::Put(Cached {
+                                trusted: false,
+                                ..cached.into_value()
+                            })
+                        }
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+        }
+    }
 }
 
 impl QuoteService {
@@ -122,8 +176,8 @@ impl QuoteService {
     pub fn configured(store: EventStore, max_bytes: u64, policy: SnapshotPolicy) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_id: &Uuid, quote: &Arc<Quote>| {
-                u32::try_from(weight(quote)).unwrap_or(u32::MAX)
+            .weigher(|_id: &Uuid, cached: &Cached| {
+                u32::try_from(weight(&cached.quote)).unwrap_or(u32::MAX)
             })
             .build();
         let snapshots = Snapshots::new(store.db().clone());
@@ -133,7 +187,42 @@ impl QuoteService {
             cache,
             snapshots,
             snapshotter,
+            heads: None,
         }
+    }
+
+    /// The same service, answering loads of the latest state from its cache while
+    /// the heads feed it starts here says the cached quote is current (see the
+    /// module's notes). Call from within the tokio runtime.
+    pub fn following_heads(self) -> Self {
+        let feed = HeadsFeed::spawn(self.store.db().clone(), Distrust(self.cache.clone()));
+        QuoteService {
+            heads: Some(feed),
+            ..self
+        }
+    }
+
+    /// The heads feed the service follows, if it follows one.
+    pub fn heads(&self) -> Option<&HeadsFeed> {
+        self.heads.as_ref()
+    }
+
+    /// Whether a load of the latest state would be answered from memory now, the
+    /// quote being cached and trusted.
+    pub async fn would_answer_from_memory(&self, quote_id: Uuid) -> bool {
+        self.cache
+            .get(&quote_id)
+            .await
+            .is_some_and(|cached| cached.trusted && self.heads_live())
+    }
+
+    fn heads_live(&self) -> bool {
+        self.heads.as_ref().is_some_and(HeadsFeed::is_live)
+    }
+
+    /// The feed's epoch before a read whose result may be trusted.
+    fn epoch(&self) -> Option<u64> {
+        self.heads.as_ref().map(HeadsFeed::epoch)
     }
 
     /// Returns once every snapshot offered so far has been written or passed over.
@@ -156,19 +245,24 @@ impl QuoteService {
         quote_id: Uuid,
         up_to: Option<i64>,
     ) -> Result<Option<Quote>, CommandError> {
-        let quote = match (self.cache.get(&quote_id).await, up_to) {
+        let epoch = self.epoch();
+        let cached = self.cache.get(&quote_id).await;
+        let quote = match (cached.map(|c| (c.quote, c.trusted)), up_to) {
             // Before its first event a quote is nothing: nothing to read.
             (_, Some(version)) if version <= 0 => Quote::default(),
             // The quote at a version never changes.
-            (Some(cached), Some(version)) if version == cached.version as i64 => {
+            (Some((cached, _)), Some(version)) if version == cached.version as i64 => {
                 Quote::clone(&cached)
             }
-            (Some(cached), up_to) if up_to.is_none_or(|v| v > cached.version as i64) => {
-                self.fold_on(quote_id, Quote::clone(&cached), up_to).await?
+            // The stream's head, as far as the heads feed knows.
+            (Some((cached, true)), None) if self.heads_live() => Quote::clone(&cached),
+            (Some((cached, _)), up_to) if up_to.is_none_or(|v| v > cached.version as i64) => {
+                self.fold_on(quote_id, Quote::clone(&cached), up_to, epoch)
+                    .await?
             }
             _ => {
                 let (start, outdated) = self.start_from_snapshot(quote_id, up_to).await?;
-                let quote = self.fold_on(quote_id, start, up_to).await?;
+                let quote = self.fold_on(quote_id, start, up_to, epoch).await?;
                 if outdated && quote.is_started() {
                     self.snapshotter.replace(
                         quote_id,
@@ -226,42 +320,69 @@ impl QuoteService {
 
     /// `quote` with the stream's events after its version folded on, up to `up_to`;
     /// kept in the cache when that takes it further than it was.
+    /// Folds the stream's events after `quote` (up to `up_to`) onto it. `epoch` is
+    /// the heads feed's from before anything was read.
     async fn fold_on(
         &self,
         quote_id: Uuid,
         mut quote: Quote,
         up_to: Option<i64>,
+        epoch: Option<u64>,
     ) -> Result<Quote, CommandError> {
         let from = quote.version;
         let events = self.store.read_stream(quote_id, from as i64).await?;
-        for recorded in events
-            .iter()
-            .take_while(|e| up_to.is_none_or(|v| e.version <= v))
-        {
+        let mut at_head = true;
+        for recorded in &events {
+            if up_to.is_some_and(|v| recorded.version > v) {
+                at_head = false;
+                break;
+            }
             quote = evolve(quote, &QuoteEvent::decode(recorded)?);
         }
+        let confirmed = epoch.filter(|_| at_head);
         if quote.version > from {
-            self.keep(quote_id, &quote).await;
+            self.offer_snapshot(quote_id, &quote);
+        }
+        if quote.version > from || confirmed.is_some() {
+            self.keep(quote_id, &quote, confirmed).await;
         }
         Ok(quote)
     }
 
-    /// Caches `quote` unless the cache holds the same or a later version already, and
-    /// offers it for a snapshot.
-    async fn keep(&self, quote_id: Uuid, quote: &Quote) {
+    fn offer_snapshot(&self, quote_id: Uuid, quote: &Quote) {
+        if quote.is_started() {
+            self.snapshotter
+                .offer(quote_id, quote.version as i64, Arc::new(quote.clone()));
+        }
+    }
+
+    /// Caches `quote` unless the cache holds a later version already, or the same
+    /// one as trusted as this would be. It is trusted when it was the stream's head
+    /// as the feed stood at `confirmed` and the feed is still there, live.
+    async fn keep(&self, quote_id: Uuid, quote: &Quote, confirmed: Option<u64>) {
         if !quote.is_started() {
             return;
         }
         let version = quote.version;
         let quote = Arc::new(quote.clone());
-        self.snapshotter
-            .offer(quote_id, version as i64, Arc::clone(&quote));
+        let heads = self.heads.clone();
         self.cache
             .entry(quote_id)
             .and_compute_with(|cached| async move {
+                // Decided here, where the feed's follower cannot come between the
+                // check and the entry (moka computes one key at a time).
+                let trusted = heads
+                    .zip(confirmed)
+                    .is_some_and(|(feed, epoch)| feed.epoch() == epoch && feed.is_live());
                 match cached {
-                    Some(cached) if cached.value().version >= version => Op::Nop,
-                    _ => Op::Put(quote),
+                    Some(cached) if cached.value().quote.version > version => Op::Nop,
+                    Some(cached)
+                        if cached.value().quote.version == version
+                            && (cached.value().trusted || !trusted) =>
+                    {
+                        Op::Nop
+                    }
+                    _ => Op::Put(Cached { quote, trusted }),
                 }
             })
             .await;
@@ -363,6 +484,9 @@ impl QuoteService {
             events: events.iter().map(QuoteEvent::encode).collect(),
             metadata: metadata(envelope, &command.actor.username),
         };
+        // Before the append: the feed telling anything after this (this very append
+        // included) leaves the quote kept below untrusted until it is read again.
+        let epoch = self.epoch();
         let appended = match self.store.append(request).await {
             Ok(appended) => appended,
             Err(AppendError::Conflict { actual, .. }) => {
@@ -385,13 +509,15 @@ impl QuoteService {
             for recorded in appended.events() {
                 after = evolve(after, &QuoteEvent::decode(recorded)?);
             }
-            self.keep(quote_id, &after).await;
+            self.offer_snapshot(quote_id, &after);
+            self.keep(quote_id, &after, epoch).await;
             after
         } else {
             // A key first used with a form of another version: its events do not
             // follow the quote decided on, so fold what the store has instead.
             let last = appended.last_version().unwrap_or(expected_version);
-            self.fold_on(quote_id, Quote::default(), Some(last)).await?
+            self.fold_on(quote_id, Quote::default(), Some(last), None)
+                .await?
         };
         Ok((appended, after))
     }

@@ -14,7 +14,7 @@ use quoteline::quoting::domain::{
     PersonName, QuoteEvent, Status, decide,
 };
 use quoteline::quoting::{CommandError, summary};
-use quoteline::state::Caches;
+use quoteline::state::{Caches, Settings};
 use uuid::Uuid;
 
 use crate::support::{TestDb, fresh_fold};
@@ -29,6 +29,7 @@ storage_tests!(
     a_form_newer_than_the_cached_quote_is_decided_on_the_stored_state,
     the_quote_cache_holds_at_most_its_weight,
     any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides,
+    a_service_following_the_heads_answers_from_memory_until_told_another_process_moved_the_quote,
 );
 
 fn agent() -> Actor {
@@ -489,4 +490,109 @@ async fn any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides
         assert_eq!(a.quotes.load(id, None).await.unwrap().unwrap(), fresh);
         assert_eq!(b.quotes.load(id, None).await.unwrap().unwrap(), fresh);
     }
+}
+
+/// Waits, by the feed's rounds and for at most ten seconds, until `done` says so.
+async fn until_the_feed<F: Future<Output = bool>>(
+    app: &AppState,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let feed = app
+        .quotes
+        .heads()
+        .expect("the service follows the heads feed");
+    let mut rounds = feed.rounds();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !done().await {
+            rounds.changed().await.expect("the feed runs");
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the feed never got to: {what}");
+}
+
+/// A (the server's setting) follows the heads feed, B does not: A answers loads of
+/// a quote it has read from memory, without reading the store, until the feed tells
+/// it that B moved the quote on; a command A decides on a quote B has moved is
+/// refused by the store, as without the feed.
+async fn a_service_following_the_heads_answers_from_memory_until_told_another_process_moved_the_quote(
+    test_db: &TestDb,
+) {
+    let settings = Settings {
+        follow_heads: true,
+        ..Settings::default()
+    };
+    let a = AppState::open_configured(test_db.db.clone(), settings)
+        .await
+        .unwrap();
+    let b = AppState::open(test_db.db.clone()).await.unwrap();
+    let id = started(&b).await;
+    until_the_feed(&a, "trust the quote as read", || async {
+        assert_eq!(a.quotes.load(id, None).await.unwrap().unwrap().version, 1);
+        a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+
+    // From memory: with its events gone from the store behind A's back, A still
+    // answers with the quote.
+    quoteline::on_backend!(&test_db.db, pool => {
+        sqlx::query("DELETE FROM events WHERE stream_id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    assert_eq!(fresh_fold(&a.store, id, None).await, Default::default());
+    let remembered = a.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!(remembered.version, 1);
+
+    // B moves the quote on (the store keeps the stream's head apart from its
+    // events). Until told, A may still answer version 1; once told, it reads.
+    b.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+    until_the_feed(&a, "distrust the quote B moved", || async {
+        !a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+    let latest = a.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!((latest.version, latest.status), (3, Some(Status::Saved)));
+    assert_eq!(latest, b.quotes.load(id, None).await.unwrap().unwrap());
+
+    // A command decided on version 3 while B moves the quote to 4: the store
+    // refuses it and writes nothing, trusted cache or not.
+    until_the_feed(&a, "trust the quote again", || async {
+        a.quotes.load(id, None).await.unwrap();
+        a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+    b.quotes
+        .execute(id, 3, Command::new(agent(), contact()), &envelope(None))
+        .await
+        .unwrap();
+    let outcome = a
+        .quotes
+        .execute(id, 3, Command::new(agent(), contact()), &envelope(None))
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(CommandError::Stale {
+                expected: 3,
+                actual: 4
+            })
+        ),
+        "{outcome:?}"
+    );
+    let versions: Vec<i64> = a
+        .store
+        .read_stream(id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [2, 3, 4]);
 }

@@ -1,0 +1,266 @@
+//! Where streams stand as appends commit, in this process and in any other on the
+//! same database: what a cache of folded streams needs to answer from memory
+//! without reading the stream first.
+//!
+//! - **PostgreSQL** tells every listener. A trigger on `events` (migration 0014)
+//!   sends each statement's streams with their new versions on the channel
+//!   [`CHANNEL`]; PostgreSQL delivers a notification when its transaction commits,
+//!   never for one rolled back, in commit order. A statement that moves more streams
+//!   than a notification holds sends `*` instead: anything may have moved.
+//! - **SQLite** has no such channel, so the feed reads the events after the last
+//!   position it has seen every [`POLL`]. Positions are assigned under SQLite's one
+//!   write lock (and `AUTOINCREMENT` never reuses one), so they commit in order and
+//!   a read after the last one seen misses nothing.
+//!
+//! The feed is *live* while it follows the log: on PostgreSQL while its listening
+//! connection is open, on SQLite for [`SQLITE_TRUST`] after the start of its last
+//! poll that caught up. A follower may trust what it holds only while the feed is
+//! live and only what it read before the feed's [`HeadsFeed::epoch`] last moved;
+//! when the feed may have missed something it says [`Heads::Unknown`] first.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::db::{Backend, Db};
+
+/// The PostgreSQL channel the trigger notifies.
+pub const CHANNEL: &str = "quoteline_heads";
+/// How often the feed reads the log on SQLite.
+pub const POLL: Duration = Duration::from_millis(50);
+/// How long after the start of its last poll that caught up the feed stays live on
+/// SQLite: a poll held up (the pool busy, the disk slow) ends trust soon after.
+pub const SQLITE_TRUST: Duration = Duration::from_millis(200);
+/// Events a poll reads at most; a full page is read on at once, and the feed is not
+/// live again until a poll comes back short.
+const POLL_PAGE: i64 = 1_000;
+/// How long the feed waits before it tries again after its database failed it.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What the feed learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heads {
+    /// Each stream stands at least at its version.
+    Moved(Vec<(Uuid, i64)>),
+    /// Appends may have been missed (the feed lost its connection or its read failed,
+    /// or a statement moved more streams than a notification holds): trust nothing
+    /// read before.
+    Unknown,
+}
+
+/// What the feed tells as it learns. `follow` is awaited before the feed reads on,
+/// and before it counts itself live again after [`Heads::Unknown`].
+pub trait Follower: Send + Sync + 'static {
+    fn follow(&self, heads: Heads) -> impl Future<Output = ()> + Send;
+}
+
+/// A handle on a running feed: how live it is, and how many times it has told
+/// something.
+#[derive(Clone)]
+pub struct HeadsFeed {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Bumped before every [`Heads`] is told.
+    epoch: AtomicU64,
+    /// Bumped after every [`Heads`] is told and every poll: what a caller waiting
+    /// for the feed to catch up watches.
+    rounds: watch::Sender<u64>,
+    /// Until when (milliseconds since `started`) the feed is live.
+    live_until: AtomicU64,
+    started: Instant,
+}
+
+impl HeadsFeed {
+    /// Starts following `db` for `follower`, in a task of its own; call from within
+    /// the tokio runtime. The feed is not live until it has begun listening (or
+    /// polled once).
+    pub fn spawn(db: Db, follower: impl Follower) -> HeadsFeed {
+        let feed = HeadsFeed {
+            shared: Arc::new(Shared {
+                epoch: AtomicU64::new(0),
+                rounds: watch::Sender::new(0),
+                live_until: AtomicU64::new(0),
+                started: Instant::now(),
+            }),
+        };
+        let running = feed.clone();
+        tokio::spawn(async move {
+            match db {
+                Backend::Sqlite(_) => running.poll(db, follower).await,
+                Backend::Postgres(_) => running.listen(db, follower).await,
+            }
+        });
+        feed
+    }
+
+    /// How many times the feed has told something (or is about to): a follower
+    /// trusts what it read only if this did not move meanwhile.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that sees a change after each thing the feed tells and each poll:
+    /// to wait for the feed instead of for a while.
+    pub fn rounds(&self) -> watch::Receiver<u64> {
+        self.shared.rounds.subscribe()
+    }
+
+    /// Whether the feed follows the log now.
+    pub fn is_live(&self) -> bool {
+        self.millis() < self.shared.live_until.load(Ordering::SeqCst)
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn live_for(&self, until: u64) {
+        self.shared.live_until.store(until, Ordering::SeqCst);
+        self.shared.rounds.send_modify(|round| *round += 1);
+    }
+
+    async fn tell(&self, follower: &impl Follower, heads: Heads) {
+        if heads == Heads::Unknown {
+            self.live_for(0);
+        }
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        follower.follow(heads).await;
+        self.shared.rounds.send_modify(|round| *round += 1);
+    }
+
+    async fn listen(self, db: Db, follower: impl Follower) {
+        let Backend::Postgres(pool) = db else {
+            unreachable!("listening is PostgreSQL's")
+        };
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "the heads feed could not connect; trying again");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen(CHANNEL).await {
+                tracing::warn!(%error, "the heads feed could not listen; trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            // Whatever committed before LISTEN was never told: what was read before
+            // now cannot be trusted.
+            self.tell(&follower, Heads::Unknown).await;
+            self.live_for(u64::MAX);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        self.tell(&follower, parse(notification.payload())).await;
+                    }
+                    Ok(None) => {
+                        tracing::warn!("the heads feed lost its connection; listening again");
+                        self.tell(&follower, Heads::Unknown).await;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the heads feed failed; listening again");
+                        self.tell(&follower, Heads::Unknown).await;
+                        tokio::time::sleep(RETRY).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll(self, db: Db, follower: impl Follower) {
+        let Backend::Sqlite(pool) = db else {
+            unreachable!("polling is SQLite's")
+        };
+        let mut last = loop {
+            match sqlx::query_scalar::<_, i64>(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+            )
+            .fetch_one(&pool)
+            .await
+            {
+                Ok(last) => break last,
+                Err(error) => {
+                    tracing::warn!(%error, "the heads feed could not read the log; trying again");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let mut ticks = tokio::time::interval(POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            loop {
+                let began = self.millis();
+                let rows: Result<Vec<(i64, Uuid, i64)>, _> = sqlx::query_as(
+                    "SELECT position, stream_id, version FROM events \
+                     WHERE position > $1 ORDER BY position LIMIT $2",
+                )
+                .bind(last)
+                .bind(POLL_PAGE)
+                .fetch_all(&pool)
+                .await;
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(error) => {
+                        tracing::warn!(%error, "the heads feed could not read the log");
+                        self.tell(&follower, Heads::Unknown).await;
+                        break;
+                    }
+                };
+                let full = rows.len() as i64 == POLL_PAGE;
+                if let Some(&(position, _, _)) = rows.last() {
+                    last = position;
+                    let moved = rows.into_iter().map(|(_, id, version)| (id, version));
+                    self.tell(&follower, Heads::Moved(moved.collect())).await;
+                }
+                if !full {
+                    let trust = u64::try_from(SQLITE_TRUST.as_millis()).unwrap_or(u64::MAX);
+                    self.live_for(began.saturating_add(trust));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A notification's payload: `*`, or `stream version` pairs separated by commas.
+fn parse(payload: &str) -> Heads {
+    let pairs = payload.split(',').map(|pair| {
+        let (id, version) = pair.split_once(' ')?;
+        Some((Uuid::parse_str(id).ok()?, version.parse().ok()?))
+    });
+    match pairs.collect::<Option<Vec<_>>>() {
+        Some(moved) if payload != "*" => Heads::Moved(moved),
+        _ => Heads::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_as_the_streams_it_names_or_as_unknown() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert_eq!(
+            parse(&format!("{a} 3,{b} 12")),
+            Heads::Moved(vec![(a, 3), (b, 12)])
+        );
+        assert_eq!(parse("*"), Heads::Unknown);
+        assert_eq!(parse(""), Heads::Unknown);
+        assert_eq!(parse(&format!("{a} x")), Heads::Unknown);
+        assert_eq!(parse(&format!("{a}")), Heads::Unknown);
+    }
+}
