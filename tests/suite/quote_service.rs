@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use quoteline::AppState;
+use quoteline::db::Db;
 use quoteline::eventstore::Appended;
 use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
@@ -15,9 +16,12 @@ use quoteline::quoting::domain::{
 };
 use quoteline::quoting::{CommandError, summary};
 use quoteline::state::{Caches, Settings};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use std::str::FromStr;
 use uuid::Uuid;
 
-use crate::support::{TestDb, fresh_fold};
+use crate::support::{DEFAULT_POSTGRES, TestDb, fresh_fold};
 
 storage_tests!(
     a_quote_taken_from_start_to_submitted_records_its_events_and_summary,
@@ -595,4 +599,100 @@ async fn a_service_following_the_heads_answers_from_memory_until_told_another_pr
         .map(|e| e.version)
         .collect();
     assert_eq!(versions, [2, 3, 4]);
+}
+
+/// On PostgreSQL the feed listens on a connection of its own. When that connection
+/// is cut, notifications sent meanwhile are lost: the service drops every quote it
+/// trusted, and trusts none again until the feed listens again and the quote is read.
+/// Every connection of A's is cut and the database takes no new one while B moves
+/// the quote on, so A's feed cannot listen again in time to hear of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_again() {
+    const TEST: &str =
+        "on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_again";
+    let Some(probe) = TestDb::postgres(TEST).await else {
+        return;
+    };
+    probe.cleanup().await;
+    // A database of its own: the test cuts every listening connection to it.
+    let url = std::env::var("QUOTELINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+    let name = format!("ql_feed_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let options = PgConnectOptions::from_str(&url).unwrap().database(&name);
+    let a_db = Db::connect_postgres(options.clone().application_name("a"))
+        .await
+        .unwrap();
+    let b_db = Db::connect_postgres(options.application_name("b"))
+        .await
+        .unwrap();
+    let settings = Settings {
+        follow_heads: true,
+        ..Settings::default()
+    };
+    let a = AppState::open_configured(a_db.clone(), settings)
+        .await
+        .unwrap();
+    let b = AppState::open(b_db.clone()).await.unwrap();
+    let id = started(&b).await;
+    until_the_feed(&a, "trust the quote as read", || async {
+        a.quotes.load(id, None).await.unwrap();
+        a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+
+    let connections = |allowed: bool| format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}");
+    sqlx::query(&connections(false))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let cut: Vec<String> = sqlx::query_scalar(
+        "WITH a AS MATERIALIZED (SELECT pid, query FROM pg_stat_activity \
+                                 WHERE datname = $1 AND application_name = 'a') \
+         SELECT query FROM a WHERE pg_terminate_backend(pid)",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        cut.iter().any(|query| query.starts_with("LISTEN")),
+        "the feed's listening connection is among A's: {cut:?}"
+    );
+    until_the_feed(&a, "drop what it trusted", || async {
+        !a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+    b.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+    sqlx::query(&connections(true))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let feed = a.quotes.heads().unwrap().clone();
+    until_the_feed(&a, "listen again", || {
+        let feed = feed.clone();
+        async move { feed.is_live() }
+    })
+    .await;
+    let latest = a.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!(latest.version, 3);
+    until_the_feed(&a, "trust the quote again", || async {
+        a.quotes.load(id, None).await.unwrap();
+        a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+
+    drop((a, b));
+    a_db.close().await;
+    b_db.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
