@@ -454,12 +454,17 @@ async fn three_instances_write_together_one_publishes_and_another_takes_over(tes
     for n in 0..4 {
         quotes.push(start_quote(&first, &format!("Applicant {n}")).await);
     }
-    // Writes through all three at once; the publisher is killed on the way.
+    // Writes through all three at once; the publisher is killed on the way. Every
+    // browser signs in first: a sign-in still going when the kill comes would fail.
     let kill = Arc::new(KillSwitch::new(servers[leader].pid(), 25));
-    let mut clients = JoinSet::new();
-    for (n, server) in servers.iter().enumerate() {
+    let mut browsers = Vec::new();
+    for server in &servers {
         let browser = server.browser(&state);
         sign_in(&browser, "asha", &password).await;
+        browsers.push(browser);
+    }
+    let mut clients = JoinSet::new();
+    for (n, browser) in browsers.into_iter().enumerate() {
         let label = format!("instance{n}");
         clients.spawn(post_sections(
             browser,
