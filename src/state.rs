@@ -11,7 +11,7 @@ use crate::identity::{Sessions, SignInLimits, UsersProjection, attempts, people}
 use crate::quoting::projection::QuoteProjector;
 use crate::quoting::service::CACHED_QUOTE_BYTES;
 use crate::quoting::{QuoteService, QuoteSummaryProjection};
-use crate::underwriting::queue::ApprovalQueueProjection;
+use crate::underwriting::queue::{ApprovalQueueProjection, DrawnPages};
 
 /// Cheap to clone: pools and handles.
 #[derive(Clone)]
@@ -27,6 +27,8 @@ pub struct AppState {
     /// The installation's key, which signs exported proofs; none until
     /// `quoteline keys init` made one.
     pub signing_key: Option<Arc<InstallationKey>>,
+    /// Approval queue pages as last drawn for each session.
+    pub queue_pages: DrawnPages,
 }
 
 /// The sizes of a process's caches. The signed-in users' cache is the process's own
@@ -131,6 +133,7 @@ impl AppState {
             sign_ins: SignInLimits::from_env(),
             metrics_token: None,
             signing_key: None,
+            queue_pages: DrawnPages::default(),
         })
     }
 

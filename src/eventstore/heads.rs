@@ -2,9 +2,11 @@
 //! same database: what a cache of folded streams needs to answer from memory
 //! without reading the stream first.
 //!
-//! - **PostgreSQL** tells every listener. A trigger on `events` (migration 0014)
-//!   sends each statement's streams with their new versions on the channel
-//!   [`CHANNEL`]; PostgreSQL delivers a notification when its transaction commits,
+//! - **PostgreSQL** tells every listener. A trigger on `events` (migrations 0014 and
+//!   0015) sends each statement's streams with their new versions on the channel
+//!   [`CHANNEL`]`:<schema>` of the schema `events` is in (so that installations, or
+//!   tests, in schemas of one database hear only their own); PostgreSQL delivers a
+//!   notification when its transaction commits,
 //!   never for one rolled back, in commit order. A statement that moves more streams
 //!   than a notification holds sends `*` instead: anything may have moved.
 //! - **SQLite** has no such channel, so the feed reads the events after the last
@@ -29,7 +31,7 @@ use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 
-/// The PostgreSQL channel the trigger notifies.
+/// The PostgreSQL channel the trigger notifies, followed by `:` and the schema.
 pub const CHANNEL: &str = "quoteline_heads";
 /// How often the feed reads the log on SQLite.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -106,6 +108,13 @@ impl HeadsFeed {
         self.shared.epoch.load(Ordering::SeqCst)
     }
 
+    /// Moves the epoch for an append this process has just committed, before its
+    /// caller answers: what was drawn from the log before it is not kept as current
+    /// here, without waiting for the feed to tell of it.
+    pub fn appended_here(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// A receiver that sees a change after each thing the feed tells and each poll:
     /// to wait for the feed instead of for a while.
     pub fn rounds(&self) -> watch::Receiver<u64> {
@@ -148,7 +157,23 @@ impl HeadsFeed {
                     continue;
                 }
             };
-            if let Err(error) = listener.listen(CHANNEL).await {
+            // The schema this connection's search path finds `events` in.
+            let schema: Result<String, _> = sqlx::query_scalar(
+                "SELECT n.nspname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = 'events'::regclass",
+            )
+            .fetch_one(&mut listener)
+            .await;
+            let channel = match schema {
+                Ok(schema) => format!("{CHANNEL}:{schema}"),
+                Err(error) => {
+                    tracing::warn!(%error, "the heads feed found no events table; trying again");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen(&channel).await {
                 tracing::warn!(%error, "the heads feed could not listen; trying again");
                 tokio::time::sleep(RETRY).await;
                 continue;

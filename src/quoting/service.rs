@@ -488,7 +488,12 @@ impl QuoteService {
         // included) leaves the quote kept below untrusted until it is read again.
         let epoch = self.epoch();
         let appended = match self.store.append(request).await {
-            Ok(appended) => appended,
+            Ok(appended) => {
+                if let Some(feed) = &self.heads {
+                    feed.appended_here();
+                }
+                appended
+            }
             Err(AppendError::Conflict { actual, .. }) => {
                 return Err(CommandError::Stale {
                     expected: expected_version,

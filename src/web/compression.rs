@@ -78,7 +78,8 @@ pub async fn zstd_pages(request: Request, next: Next) -> Response {
     }
 }
 
-fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+/// `bytes` in one zstd frame, from this thread's context.
+pub fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with_borrow_mut(|compressor| {
         let compressor = match compressor {
             Some(compressor) => compressor,
@@ -122,7 +123,7 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Whether `Accept-Encoding` accepts zstd at least as readily as anything else it
 /// names (br, gzip, deflate, identity, `*`); on a tie zstd wins, as in tower-http.
-fn prefers_zstd(headers: &HeaderMap) -> bool {
+pub fn prefers_zstd(headers: &HeaderMap) -> bool {
     let mut zstd = 0.0_f32;
     let mut others = 0.0_f32;
     for (name, quality) in accepted_codings(headers) {

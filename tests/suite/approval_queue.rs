@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, html_page};
+use crate::support::{TestApp, TestDb, csrf_token_in, html_page};
 
 storage_tests!(
     a_quote_joins_the_queue_when_submitted_and_leaves_it_with_each_decision,
@@ -35,6 +35,7 @@ storage_tests!(
     the_queue_always_equals_a_fresh_fold_of_the_events,
     an_underwriter_sees_the_queue_page_and_no_one_else_does,
     bad_filter_values_get_a_400_page,
+    a_drawn_queue_page_is_sent_again_until_a_quote_moves,
 );
 
 // ----- Helpers ---------------------------------------------------------------------
@@ -1293,4 +1294,101 @@ async fn bad_filter_values_get_a_400_page(test_db: &TestDb) {
     .await;
     assert!(page.contains(r#"<option value="IN" selected>India</option>"#));
     assert!(page.contains(r#"value="2025-03-01""#));
+}
+
+/// The server (following the heads feed) sends a queue page drawn for a session
+/// again without reading or rendering it, until a quote moves: at once when this
+/// process moved it, once the feed tells when another process did. Each session and
+/// each encoding gets a page of its own.
+async fn a_drawn_queue_page_is_sent_again_until_a_quote_moves(test_db: &TestDb) {
+    let settings = quoteline::state::Settings {
+        follow_heads: true,
+        ..Default::default()
+    };
+    let state = AppState::open_configured(test_db.db.clone(), settings)
+        .await
+        .unwrap();
+    let app = TestApp::spawn_state(state).await;
+    let other = AppState::open(test_db.db.clone()).await.unwrap();
+    let asha = agent("asha");
+    let now = Utc::now();
+    let first = submitted_quote(&app.state, &asha, "Meera Iyer", 0, 2, now).await;
+    app.sign_in_as("uma", &[Role::Underwriter]).await;
+    let feed = app.state.quotes.heads().unwrap().clone();
+    let mut rounds = feed.rounds();
+    let live = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !feed.is_live() {
+            rounds.changed().await.unwrap();
+        }
+    });
+    assert!(live.await.is_ok(), "the feed goes live");
+
+    // A page for this session in each encoding: in zstd for a client that prefers
+    // it, with `Vary`.
+    let zstd_page = || async {
+        let response = app
+            .client
+            .get(app.url("/underwriting/queue"))
+            .header("accept-encoding", "zstd")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers()["content-encoding"], "zstd");
+        assert_eq!(response.headers()["vary"], "accept-encoding");
+        let body = response.bytes().await.unwrap();
+        String::from_utf8(zstd::decode_all(&body[..]).unwrap()).unwrap()
+    };
+    let drawn = html_page(app.get("/underwriting/queue").await, 200).await;
+    assert_eq!(listed_ids(&drawn), [first]);
+    let drawn_in_zstd = zstd_page().await;
+    assert_eq!(listed_ids(&drawn_in_zstd), [first]);
+
+    // Sent again as drawn: the quote's row taken from the table behind the server's
+    // back (no event, so nothing moved) is still on both pages.
+    quoteline::on_backend!(&test_db.db, pool => {
+        sqlx::query("DELETE FROM approval_queue WHERE quote_id = $1")
+            .bind(first)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        html_page(app.get("/underwriting/queue").await, 200).await,
+        drawn
+    );
+    assert_eq!(zstd_page().await, drawn_in_zstd);
+
+    // Another underwriter's session: drawn for it, with its own form token.
+    let victor = app.new_browser();
+    victor.sign_in_as("victor", &[Role::Underwriter]).await;
+    let theirs = html_page(victor.get("/underwriting/queue").await, 200).await;
+    assert_eq!(listed_ids(&theirs), Vec::<Uuid>::new());
+    assert_ne!(csrf_token_in(&theirs), csrf_token_in(&drawn));
+
+    // A quote this process moves: drawn again at once.
+    let second = submitted_quote(&app.state, &asha, "John O'Neill", 1, 0, now).await;
+    let page = html_page(app.get("/underwriting/queue").await, 200).await;
+    assert_eq!(listed_ids(&page), [second]);
+
+    // One another process moves: drawn again once the feed has told of it.
+    let third = submitted_quote(&other, &asha, "Ana Lima", 2, 1, now).await;
+    let mut rounds = feed.rounds();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let page = html_page(app.get("/underwriting/queue").await, 200).await;
+            if listed_ids(&page).contains(&third) {
+                return page;
+            }
+            rounds.changed().await.unwrap();
+        }
+    });
+    let page = seen
+        .await
+        .expect("the page shows the other process's quote");
+    let mut listed = listed_ids(&page);
+    listed.sort();
+    let mut expected = vec![second, third];
+    expected.sort();
+    assert_eq!(listed, expected);
 }

@@ -8,10 +8,12 @@
 //!
 //! Other modules use the items re-exported here.
 
+mod drawn;
 mod page;
 mod projection;
 mod query;
 
+pub use drawn::{DrawnPages, KEEP_DRAWN};
 pub use page::{PAGE_SIZE, duration_in_words, router};
 pub use projection::ApprovalQueueProjection;
 pub use query::{

@@ -1,20 +1,25 @@
 //! The underwriter's queue page: its address parameters parsed into a filter and
 //! back into links, and the table of waiting quotes.
+//!
+//! A page drawn for a session is kept and sent again while nothing has moved
+//! ([`DrawnPages`]).
 
 use askama::Template;
-use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::get;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::drawn::{DrawnKey, DrawnPages};
 use super::query::{Cursor, QueueFilter, QueueRow, QueueSort, count, page};
-use crate::identity::Underwriter;
+use crate::identity::{CurrentUser, Underwriter};
 use crate::quoting::domain::{COUNTRIES, countries::country_name};
 use crate::state::AppState;
-use crate::web::{AppError, Layout};
+use crate::web::{AppError, Layout, compression};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/underwriting/queue", get(queue_page))
@@ -250,7 +255,7 @@ fn times_in_words(count: i32) -> String {
     }
 }
 
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "underwriting/queue.html")]
 struct QueuePage {
     layout: Layout,
@@ -270,7 +275,28 @@ async fn queue_page(
     State(state): State<AppState>,
     Underwriter(user): Underwriter,
     Query(params): Query<Params>,
-) -> Result<QueuePage, AppError> {
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let feed = state.quotes.heads();
+    let key = DrawnKey {
+        session: user.csrf_token().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        zstd: compression::prefers_zstd(&headers),
+    };
+    if let Some(again) = state.queue_pages.again(feed, &key).await {
+        return Ok(again);
+    }
+    let epoch = DrawnPages::epoch(feed);
+    let page = draw(&state, &user, params).await?;
+    let html = page.render().map_err(|error| {
+        tracing::error!(%error, "the queue page did not render");
+        AppError::for_status(StatusCode::INTERNAL_SERVER_ERROR)
+    })?;
+    Ok(state.queue_pages.keep(feed, epoch, key, html).await)
+}
+
+async fn draw(state: &AppState, user: &CurrentUser, params: Params) -> Result<QueuePage, AppError> {
     let Parsed {
         filter,
         sort,
