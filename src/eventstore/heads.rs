@@ -4,8 +4,8 @@
 //!
 //! - **PostgreSQL** tells every listener. A trigger on `events` (migrations 0014 and
 //!   0015) sends each statement's streams with their new versions on the channel
-//!   [`CHANNEL`]`:<schema>` of the schema `events` is in (so that installations, or
-//!   tests, in schemas of one database hear only their own); PostgreSQL delivers a
+//!   [`CHANNEL`]`:<oid>` of the `events` table (so that installations, or tests, in
+//!   schemas of one database hear only their own); PostgreSQL delivers a
 //!   notification when its transaction commits,
 //!   never for one rolled back, in commit order. A statement that moves more streams
 //!   than a notification holds sends `*` instead: anything may have moved.
@@ -17,8 +17,9 @@
 //! The feed is *live* while it follows the log: on PostgreSQL while its listening
 //! connection is open, on SQLite for [`SQLITE_TRUST`] after the start of its last
 //! poll that caught up. A follower may trust what it holds only while the feed is
-//! live and only what it read before the feed's [`HeadsFeed::epoch`] last moved;
-//! when the feed may have missed something it says [`Heads::Unknown`] first.
+//! live and only what it read before the feed's [`HeadsFeed::epoch`] last moved,
+//! and after the feed last said [`Heads::Unknown`] ([`HeadsFeed::last_unknown`]),
+//! which it says when it may have missed something.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 
-/// The PostgreSQL channel the trigger notifies, followed by `:` and the schema.
+/// The PostgreSQL channel the trigger notifies, followed by `:` and the oid of the
+/// `events` table.
 pub const CHANNEL: &str = "quoteline_heads";
 /// How often the feed reads the log on SQLite.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -71,6 +73,8 @@ pub struct HeadsFeed {
 struct Shared {
     /// Bumped before every [`Heads`] is told.
     epoch: AtomicU64,
+    /// The epoch [`Heads::Unknown`] was last told at.
+    last_unknown: AtomicU64,
     /// Bumped after every [`Heads`] is told and every poll: what a caller waiting
     /// for the feed to catch up watches.
     rounds: watch::Sender<u64>,
@@ -87,6 +91,7 @@ impl HeadsFeed {
         let feed = HeadsFeed {
             shared: Arc::new(Shared {
                 epoch: AtomicU64::new(0),
+                last_unknown: AtomicU64::new(0),
                 rounds: watch::Sender::new(0),
                 live_until: AtomicU64::new(0),
                 started: Instant::now(),
@@ -106,6 +111,12 @@ impl HeadsFeed {
     /// trusts what it read only if this did not move meanwhile.
     pub fn epoch(&self) -> u64 {
         self.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The epoch the feed last said [`Heads::Unknown`] at: what was read before it
+    /// (at a lower epoch) is not to be trusted, whatever a cache still holds.
+    pub fn last_unknown(&self) -> u64 {
+        self.shared.last_unknown.load(Ordering::SeqCst)
     }
 
     /// Moves the epoch for an append this process has just committed, before its
@@ -135,11 +146,13 @@ impl HeadsFeed {
         self.shared.rounds.send_modify(|round| *round += 1);
     }
 
+    /// Tells `heads`; the caller ends liveness first when the feed lost track of
+    /// the log (a `*` notification does not: the feed is still listening).
     async fn tell(&self, follower: &impl Follower, heads: Heads) {
+        let epoch = self.shared.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         if heads == Heads::Unknown {
-            self.live_for(0);
+            self.shared.last_unknown.fetch_max(epoch, Ordering::SeqCst);
         }
-        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         follower.follow(heads).await;
         self.shared.rounds.send_modify(|round| *round += 1);
     }
@@ -151,22 +164,23 @@ impl HeadsFeed {
         loop {
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(listener) => listener,
+                Err(sqlx::Error::PoolClosed) => return,
                 Err(error) => {
                     tracing::warn!(%error, "the heads feed could not connect; trying again");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
             };
-            // The schema this connection's search path finds `events` in.
-            let schema: Result<String, _> = sqlx::query_scalar(
-                "SELECT n.nspname::text FROM pg_class c \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.oid = 'events'::regclass",
-            )
-            .fetch_one(&mut listener)
-            .await;
-            let channel = match schema {
-                Ok(schema) => format!("{CHANNEL}:{schema}"),
+            // A lost connection is reported at once (`Ok(None)`), not after sqlx has
+            // reconnected on its own while the feed still counted itself live.
+            listener.eager_reconnect(false);
+            // The table this connection's search path finds as `events`.
+            let table: Result<i64, _> =
+                sqlx::query_scalar("SELECT 'events'::regclass::oid::bigint")
+                    .fetch_one(&mut listener)
+                    .await;
+            let channel = match table {
+                Ok(table) => format!("{CHANNEL}:{table}"),
                 Err(error) => {
                     tracing::warn!(%error, "the heads feed found no events table; trying again");
                     tokio::time::sleep(RETRY).await;
@@ -189,11 +203,13 @@ impl HeadsFeed {
                     }
                     Ok(None) => {
                         tracing::warn!("the heads feed lost its connection; listening again");
+                        self.live_for(0);
                         self.tell(&follower, Heads::Unknown).await;
                         break;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the heads feed failed; listening again");
+                        self.live_for(0);
                         self.tell(&follower, Heads::Unknown).await;
                         tokio::time::sleep(RETRY).await;
                         break;
@@ -237,8 +253,10 @@ impl HeadsFeed {
                 .await;
                 let rows = match rows {
                     Ok(rows) => rows,
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(error) => {
                         tracing::warn!(%error, "the heads feed could not read the log");
+                        self.live_for(0);
                         self.tell(&follower, Heads::Unknown).await;
                         break;
                     }

@@ -13,9 +13,9 @@
 //!   indexed read, usually empty) and folds them on: never stale, whichever process
 //!   wrote them. A service that follows the heads feed ([`QuoteService::following_heads`],
 //!   the server's) answers from memory instead when the cached quote is *trusted*:
-//!   read to the stream's end (or written here) while the feed was live and told
-//!   nothing meanwhile, and not moved past since (the feed marks it untrusted when
-//!   its stream moves, and drops every entry when it may have missed something). A
+//!   read to the stream's end while the feed was live and told nothing meanwhile,
+//!   not moved past since (the feed marks it untrusted when its stream moves), and
+//!   read after the feed last said it may have missed something. A
 //!   change made by another process then shows once the feed has told it: at once
 //!   on PostgreSQL (a notification at commit), within [`POLL`](crate::eventstore::heads::POLL) on SQLite.
 //! - A load at version `v` (a form's version, `?as_of=`) takes the cached quote as
@@ -47,6 +47,7 @@
 //! thousands of typical quotes), least recently and least often used going first.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::ops::compute::Op;
 use rand::Rng;
@@ -111,6 +112,8 @@ pub struct QuoteService {
     snapshotter: Snapshotter<Quote>,
     /// What tells the service that a stream moved; without it every load reads.
     heads: Option<HeadsFeed>,
+    /// How many times the service has read a stream.
+    reads: Arc<AtomicU64>,
 }
 
 type Cache = moka::future::Cache<Uuid, Cached>;
@@ -118,10 +121,22 @@ type Cache = moka::future::Cache<Uuid, Cached>;
 #[derive(Clone)]
 struct Cached {
     quote: Arc<Quote>,
-    /// Whether the quote was the stream's head when read (or written), the heads
-    /// feed live and silent from before that read until it was kept; the feed
-    /// clears it when the stream moves.
+    /// Whether the quote was the stream's head when read, the heads feed live and
+    /// silent from before that read until it was kept; the feed clears it when the
+    /// stream moves.
     trusted: bool,
+    /// The feed's epoch from before that read: trusted only while it is at or after
+    /// the feed's last `Unknown` (the follower's `invalidate_all` may miss an entry
+    /// written as it runs).
+    read_at: u64,
+}
+
+impl Cached {
+    /// Whether the quote may be answered without reading its stream.
+    fn current(&self, heads: Option<&HeadsFeed>) -> bool {
+        self.trusted
+            && heads.is_some_and(|feed| feed.is_live() && self.read_at >= feed.last_unknown())
+    }
 }
 
 /// The heads feed's follower: a stream that moved past its cached quote is read
@@ -188,6 +203,7 @@ impl QuoteService {
             snapshots,
             snapshotter,
             heads: None,
+            reads: Arc::default(),
         }
     }
 
@@ -202,6 +218,12 @@ impl QuoteService {
         }
     }
 
+    /// How many times the service has read a stream's events (a load that folded
+    /// on from its cache or a snapshot, a comparison of versions).
+    pub fn stream_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// The heads feed the service follows, if it follows one.
     pub fn heads(&self) -> Option<&HeadsFeed> {
         self.heads.as_ref()
@@ -213,11 +235,7 @@ impl QuoteService {
         self.cache
             .get(&quote_id)
             .await
-            .is_some_and(|cached| cached.trusted && self.heads_live())
-    }
-
-    fn heads_live(&self) -> bool {
-        self.heads.as_ref().is_some_and(HeadsFeed::is_live)
+            .is_some_and(|cached| cached.current(self.heads.as_ref()))
     }
 
     /// The feed's epoch before a read whose result may be trusted.
@@ -247,7 +265,10 @@ impl QuoteService {
     ) -> Result<Option<Quote>, CommandError> {
         let epoch = self.epoch();
         let cached = self.cache.get(&quote_id).await;
-        let quote = match (cached.map(|c| (c.quote, c.trusted)), up_to) {
+        let current = cached
+            .as_ref()
+            .is_some_and(|c| c.current(self.heads.as_ref()));
+        let quote = match (cached.map(|c| (c.quote, current)), up_to) {
             // Before its first event a quote is nothing: nothing to read.
             (_, Some(version)) if version <= 0 => Quote::default(),
             // The quote at a version never changes.
@@ -255,7 +276,7 @@ impl QuoteService {
                 Quote::clone(&cached)
             }
             // The stream's head, as far as the heads feed knows.
-            (Some((cached, true)), None) if self.heads_live() => Quote::clone(&cached),
+            (Some((cached, true)), None) => Quote::clone(&cached),
             (Some((cached, _)), up_to) if up_to.is_none_or(|v| v > cached.version as i64) => {
                 self.fold_on(quote_id, Quote::clone(&cached), up_to, epoch)
                     .await?
@@ -287,6 +308,7 @@ impl QuoteService {
     ) -> Result<(Quote, Vec<(RecordedEvent, QuoteEvent)>), CommandError> {
         let start = self.load(quote_id, Some(from)).await?.unwrap_or_default();
         let mut steps = Vec::new();
+        self.reads.fetch_add(1, Ordering::Relaxed);
         for recorded in self
             .store
             .read_stream(quote_id, start.version as i64)
@@ -330,6 +352,7 @@ impl QuoteService {
         epoch: Option<u64>,
     ) -> Result<Quote, CommandError> {
         let from = quote.version;
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let events = self.store.read_stream(quote_id, from as i64).await?;
         let mut at_head = true;
         for recorded in &events {
@@ -378,11 +401,17 @@ impl QuoteService {
                     Some(cached) if cached.value().quote.version > version => Op::Nop,
                     Some(cached)
                         if cached.value().quote.version == version
-                            && (cached.value().trusted || !trusted) =>
+                            && (!trusted
+                                || (cached.value().trusted
+                                    && Some(cached.value().read_at) >= confirmed)) =>
                     {
                         Op::Nop
                     }
-                    _ => Op::Put(Cached { quote, trusted }),
+                    _ => Op::Put(Cached {
+                        quote,
+                        trusted,
+                        read_at: confirmed.unwrap_or_default(),
+                    }),
                 }
             })
             .await;

@@ -1339,37 +1339,52 @@ async fn a_drawn_queue_page_is_sent_again_until_a_quote_moves(test_db: &TestDb) 
         let body = response.bytes().await.unwrap();
         String::from_utf8(zstd::decode_all(&body[..]).unwrap()).unwrap()
     };
-    let drawn = html_page(app.get("/underwriting/queue").await, 200).await;
-    assert_eq!(listed_ids(&drawn), [first]);
-    let drawn_in_zstd = zstd_page().await;
-    assert_eq!(listed_ids(&drawn_in_zstd), [first]);
-
-    // Sent again as drawn: the quote's row taken from the table behind the server's
-    // back (no event, so nothing moved) is still on both pages.
-    quoteline::on_backend!(&test_db.db, pool => {
-        sqlx::query("DELETE FROM approval_queue WHERE quote_id = $1")
-            .bind(first)
-            .execute(pool)
-            .await
-            .unwrap();
-    });
-    assert_eq!(
-        html_page(app.get("/underwriting/queue").await, 200).await,
-        drawn
-    );
-    assert_eq!(zstd_page().await, drawn_in_zstd);
+    // Sent again as drawn while nothing moves: a name changed in the table behind
+    // the server's back (no event, so nothing moved) is not on the page sent again,
+    // in either encoding. The feed may still be telling of the appends just made,
+    // which draws the pages again (and shows the change): then it is tried again.
+    let rename = |name: &'static str| async move {
+        quoteline::on_backend!(&test_db.db, pool => {
+            sqlx::query("UPDATE approval_queue SET applicant_name = $1 WHERE quote_id = $2")
+                .bind(name)
+                .bind(first)
+                .execute(pool)
+                .await
+                .unwrap();
+        });
+    };
+    let mut kept = None;
+    for _ in 0..200 {
+        rename("Meera Iyer").await;
+        let drawn = html_page(app.get("/underwriting/queue").await, 200).await;
+        let drawn_in_zstd = zstd_page().await;
+        rename("Behind Its Back").await;
+        let again = html_page(app.get("/underwriting/queue").await, 200).await;
+        let again_in_zstd = zstd_page().await;
+        for page in [&drawn, &drawn_in_zstd, &again, &again_in_zstd] {
+            assert_eq!(listed_ids(page), [first]);
+        }
+        if again == drawn && again_in_zstd == drawn_in_zstd {
+            assert!(drawn.contains("Meera Iyer"));
+            kept = Some(drawn);
+            break;
+        }
+        assert!(again.contains("Behind Its Back") || again_in_zstd.contains("Behind Its Back"));
+    }
+    let drawn = kept.expect("a drawn page is sent again while nothing moves");
+    rename("Meera Iyer").await;
 
     // Another underwriter's session: drawn for it, with its own form token.
     let victor = app.new_browser();
     victor.sign_in_as("victor", &[Role::Underwriter]).await;
     let theirs = html_page(victor.get("/underwriting/queue").await, 200).await;
-    assert_eq!(listed_ids(&theirs), Vec::<Uuid>::new());
+    assert_eq!(listed_ids(&theirs), [first]);
     assert_ne!(csrf_token_in(&theirs), csrf_token_in(&drawn));
 
     // A quote this process moves: drawn again at once.
     let second = submitted_quote(&app.state, &asha, "John O'Neill", 1, 0, now).await;
     let page = html_page(app.get("/underwriting/queue").await, 200).await;
-    assert_eq!(listed_ids(&page), [second]);
+    assert_eq!(listed_ids(&page), [first, second]);
 
     // One another process moves: drawn again once the feed has told of it.
     let third = submitted_quote(&other, &asha, "Ana Lima", 2, 1, now).await;
@@ -1388,7 +1403,7 @@ async fn a_drawn_queue_page_is_sent_again_until_a_quote_moves(test_db: &TestDb) 
         .expect("the page shows the other process's quote");
     let mut listed = listed_ids(&page);
     listed.sort();
-    let mut expected = vec![second, third];
+    let mut expected = vec![first, second, third];
     expected.sort();
     assert_eq!(listed, expected);
 }
