@@ -2,8 +2,8 @@
 //! same database: what a cache of folded streams needs to answer from memory
 //! without reading the stream first.
 //!
-//! - **PostgreSQL** tells every listener. A trigger on `events` (migrations 0014 and
-//!   0015) sends each statement's streams with their new versions on the channel
+//! - **PostgreSQL** tells every listener. A trigger on `events` (migration 0014)
+//!   sends each statement's streams with their new versions on the channel
 //!   [`CHANNEL`]`:<oid>` of the `events` table (so that installations, or tests, in
 //!   schemas of one database hear only their own); PostgreSQL delivers a
 //!   notification when its transaction commits,
