@@ -24,10 +24,36 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+/// Starts the writer. On SQLite it runs on a thread of its own (see
+/// [`on_its_own_thread`]); on PostgreSQL, whose connections belong to the runtime
+/// that opened them, as a task of the caller's runtime.
 pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
     let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(run(db, projectors, receiver));
+    match db {
+        Backend::Sqlite(_) => on_its_own_thread(run(db, projectors, receiver)),
+        Backend::Postgres(_) => drop(tokio::spawn(run(db, projectors, receiver))),
+    }
     sender
+}
+
+/// Runs the SQLite writer on a thread of its own, in a runtime of its own, until
+/// every sender is gone or the pool closes.
+///
+/// A batch is a dozen statements, each a round trip to the thread of sqlx's
+/// SQLite connection. As a task among the requests', the writer waited its turn on
+/// the runtime's workers after each of them (under load 1–2 ms for a `BEGIN`); on
+/// its own thread it runs as soon as the answer comes (BENCHMARKS.md, "What changed
+/// what"). Its connection is its own and SQLite's are not tied to a runtime, so
+/// nothing it holds outlives the runtime it was made in.
+fn on_its_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the group-commit writer");
+    std::thread::Builder::new()
+        .name("group-commit".into())
+        .spawn(move || runtime.block_on(writer))
+        .expect("a thread for the group-commit writer");
 }
 
 async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
@@ -45,7 +71,8 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             break;
         }
         // Callers woken by the last commit are often about to send their next
-        // append: let them run once before the batch closes, so it takes them too.
+        // append: let them run once before the batch closes, so it takes them too
+        // (on PostgreSQL, whose writer shares their runtime).
         tokio::task::yield_now().await;
         let room = MAX_BATCH - batch.len();
         if room > 0 && !jobs.is_empty() {
