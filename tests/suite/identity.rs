@@ -590,8 +590,10 @@ fn set_cookie_named(response: &reqwest::Response, name: &str) -> Option<String> 
 /// The app, taking each request's client address from `X-Forwarded-For`, with this
 /// per-address limit.
 async fn app_behind_a_proxy(test_db: &TestDb, limit: AddressLimit) -> TestApp {
-    let mut state = quoteline::AppState::open(test_db.db.clone()).await.unwrap();
-    state.sign_ins = SignInLimits::new(limit, true);
+    let state = quoteline::AppState::open(test_db.db.clone())
+        .await
+        .unwrap()
+        .with_sign_in_limits(SignInLimits::new(limit, true));
     TestApp::spawn_state(state).await
 }
 
