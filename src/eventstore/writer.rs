@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{ConnectOptions, Connection, Postgres};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendError, AppendRequest, append_in, explain_failure};
@@ -15,6 +16,7 @@ use super::batch::{append_batch_in, record_step};
 use super::model::Appended;
 use super::projector::Projectors;
 use crate::db::{Backend, Conn, Db, Tx};
+use crate::on_backend;
 
 /// The most appends one transaction takes; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
@@ -24,27 +26,24 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
-/// Starts the writer. On SQLite it runs on a thread of its own (see
-/// [`on_its_own_thread`]); on PostgreSQL, whose connections belong to the runtime
-/// that opened them, as a task of the caller's runtime.
+/// Starts the writer on a thread of its own (see [`on_its_own_thread`]).
 pub(super) fn spawn(db: Db, projectors: Projectors) -> mpsc::Sender<Job> {
     let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-    match db {
-        Backend::Sqlite(_) => on_its_own_thread(run(db, projectors, receiver)),
-        Backend::Postgres(_) => drop(tokio::spawn(run(db, projectors, receiver))),
-    }
+    on_its_own_thread(run(db, projectors, receiver));
     sender
 }
 
-/// Runs the SQLite writer on a thread of its own, in a runtime of its own, until
-/// every sender is gone or the pool closes.
+/// Runs the writer on a thread of its own, in a runtime of its own, until every
+/// sender is gone or the pool closes.
 ///
-/// A batch is a dozen statements, each a round trip to the thread of sqlx's
-/// SQLite connection. As a task among the requests', the writer waited its turn on
-/// the runtime's workers after each of them (under load 1–2 ms for a `BEGIN`); on
-/// its own thread it runs as soon as the answer comes (BENCHMARKS.md, "What changed
-/// what"). Its connection is its own and SQLite's are not tied to a runtime, so
-/// nothing it holds outlives the runtime it was made in.
+/// A batch is a dozen statements, each a round trip to the database (to the
+/// thread of sqlx's SQLite connection, or to PostgreSQL). As a task among the
+/// requests', the writer waited its turn on the runtime's workers after each of
+/// them (under load 1–2 ms for a `BEGIN` on SQLite, 2.5 ms on PostgreSQL); on its
+/// own thread it runs as soon as the answer comes (BENCHMARKS.md, "What changed
+/// what"). It opens its connection itself, in this runtime: a PostgreSQL
+/// connection's socket belongs to the runtime that opened it, and nothing the
+/// writer holds outlives the runtime it was made in.
 fn on_its_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,7 +61,7 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     loop {
         let received = tokio::select! {
             received = jobs.recv_many(&mut batch, MAX_BATCH) => received,
-            () = closed(&db), if connection.own.is_some() => {
+            () = db_closed(&db), if connection.own.is_some() => {
                 connection.close().await;
                 continue;
             }
@@ -71,8 +70,7 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
             break;
         }
         // Callers woken by the last commit are often about to send their next
-        // append: let them run once before the batch closes, so it takes them too
-        // (on PostgreSQL, whose writer shares their runtime).
+        // append: let the batch take those that arrived meanwhile too.
         tokio::task::yield_now().await;
         let room = MAX_BATCH - batch.len();
         if room > 0 && !jobs.is_empty() {
@@ -98,12 +96,9 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Resolves when the pool closes (never for PostgreSQL, whose writer keeps nothing).
-async fn closed(db: &Db) {
-    match db {
-        Backend::Sqlite(pool) => pool.close_event().await,
-        Backend::Postgres(_) => std::future::pending().await,
-    }
+/// Resolves when the pool closes.
+async fn db_closed(db: &Db) {
+    on_backend!(db, pool => pool.close_event().await)
 }
 
 async fn record_step_of<T>(step: &'static str, work: impl Future<Output = T>) -> T {
@@ -209,14 +204,15 @@ async fn write_batch(
     }
 }
 
-/// The connection a batch is written on. On SQLite the writer's own, kept between
-/// batches (opened when first needed, and again after one was closed): it never
-/// waits for the pool behind the readers, and its page cache, larger than the
-/// pool's, keeps the pages that appends touch. On PostgreSQL one from the pool for
-/// each batch.
+/// The connection a batch is written on: the writer's own, opened beside the pool
+/// with its options when first needed (and again after one was discarded), and
+/// kept between batches. It never waits for the pool behind the readers, a batch
+/// does not ping it as the pool pings a connection it hands out, and the statements
+/// the writer prepared stay prepared on it. On SQLite its page cache is larger
+/// than the pool's, for the pages that appends touch.
 struct WriterConnection {
     db: Db,
-    own: Option<SqliteConnection>,
+    own: Option<BatchConnection>,
 }
 
 /// The writer's SQLite page cache, in KiB (the pool's connections have 1 MiB): the
@@ -224,7 +220,7 @@ struct WriterConnection {
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// A connection taken for one batch.
-type BatchConnection = Backend<SqliteConnection, sqlx::pool::PoolConnection<Postgres>>;
+type BatchConnection = Backend<SqliteConnection, PgConnection>;
 
 impl WriterConnection {
     fn new(db: Db) -> Self {
@@ -232,59 +228,60 @@ impl WriterConnection {
     }
 
     async fn take(&mut self) -> Result<BatchConnection, sqlx::Error> {
-        Ok(match &self.db {
+        if on_backend!(&self.db, pool => pool.is_closed()) {
             // The database was closed: so is the writer's own connection.
-            Backend::Sqlite(pool) if pool.is_closed() => {
-                self.close().await;
-                return Err(sqlx::Error::PoolClosed);
+            self.close().await;
+            return Err(sqlx::Error::PoolClosed);
+        }
+        if let Some(own) = self.own.take() {
+            return Ok(own);
+        }
+        Ok(match &self.db {
+            Backend::Sqlite(pool) => Backend::Sqlite(
+                (*pool.connect_options())
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    .connect()
+                    .await?,
+            ),
+            Backend::Postgres(pool) => {
+                Backend::Postgres((*pool.connect_options()).clone().connect().await?)
             }
-            Backend::Sqlite(pool) => Backend::Sqlite(match self.own.take() {
-                Some(own) => own,
-                None => {
-                    (*pool.connect_options())
-                        .clone()
-                        .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                        .connect()
-                        .await?
-                }
-            }),
-            Backend::Postgres(pool) => Backend::Postgres(pool.acquire().await?),
         })
     }
 
-    /// Closes the writer's own connection, if it has one: when the pool closes, so
-    /// that the last connection to close (which checkpoints SQLite's WAL into the
-    /// database file) is the pool's.
+    /// Closes the writer's own connection, if it has one, when the pool closes: on
+    /// SQLite the last connection to close (which checkpoints the WAL into the
+    /// database file) should be the pool's, and on PostgreSQL a closed pool means
+    /// the database is not to be used any more.
     async fn close(&mut self) {
-        if let Some(own) = self.own.take()
-            && let Err(error) = own.close().await
-        {
+        let closed = match self.own.take() {
+            None => Ok(()),
+            Some(Backend::Sqlite(own)) => own.close().await,
+            Some(Backend::Postgres(own)) => own.close().await,
+        };
+        if let Err(error) = closed {
             tracing::warn!(%error, "the writer's connection did not close cleanly");
         }
     }
 
-    /// Keeps the writer's own connection, or returns the pool's, once its
-    /// transaction ended as it should.
+    /// Keeps the connection for the next batch, once its transaction ended as it
+    /// should.
     fn give_back(&mut self, taken: BatchConnection) {
-        if let Backend::Sqlite(own) = taken {
-            self.own = Some(own);
-        }
+        self.own = Some(taken);
     }
 }
 
 impl BatchConnection {
-    /// Closes the connection instead of keeping it or returning it to the pool.
+    /// Closes the connection instead of keeping it.
     fn discard(self) {
-        match self {
-            Backend::Sqlite(own) => drop(own),
-            Backend::Postgres(pooled) => drop(pooled.detach()),
-        }
+        drop(self);
     }
 
     fn as_conn(&mut self) -> Conn<'_> {
         match self {
             Backend::Sqlite(c) => Backend::Sqlite(c),
-            Backend::Postgres(c) => Backend::Postgres(&mut **c),
+            Backend::Postgres(c) => Backend::Postgres(c),
         }
     }
 }
