@@ -57,10 +57,11 @@ pub enum Heads {
     Unknown,
 }
 
-/// What the feed tells as it learns. `follow` is awaited before the feed reads on,
-/// and before it counts itself live again after [`Heads::Unknown`].
+/// What the feed tells as it learns, with the epoch the telling moved the feed to.
+/// `follow` is awaited before the feed reads on, and before it counts itself live
+/// again after [`Heads::Unknown`]. Tellings come one at a time, in commit order.
 pub trait Follower: Send + Sync + 'static {
-    fn follow(&self, heads: Heads) -> impl Future<Output = ()> + Send;
+    fn follow(&self, heads: Heads, epoch: u64) -> impl Future<Output = ()> + Send;
 }
 
 /// A handle on a running feed: how live it is, and how many times it has told
@@ -153,7 +154,7 @@ impl HeadsFeed {
         if heads == Heads::Unknown {
             self.shared.last_unknown.fetch_max(epoch, Ordering::SeqCst);
         }
-        follower.follow(heads).await;
+        follower.follow(heads, epoch).await;
         self.shared.rounds.send_modify(|round| *round += 1);
     }
 

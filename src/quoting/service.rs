@@ -13,11 +13,13 @@
 //!   indexed read, usually empty) and folds them on: never stale, whichever process
 //!   wrote them. A service that follows the heads feed ([`QuoteService::following_heads`],
 //!   the server's) answers from memory instead when the cached quote is *trusted*:
-//!   read to the stream's end while the feed was live and told nothing meanwhile,
-//!   not moved past since (the feed marks it untrusted when its stream moves), and
-//!   read after the feed last said it may have missed something. A
-//!   change made by another process then shows once the feed has told it: at once
-//!   on PostgreSQL (a notification at commit), within [`POLL`](crate::eventstore::heads::POLL) on SQLite.
+//!   read to the stream's end while the feed was live and told nothing meanwhile, or
+//!   at the very version the feed last told of its stream (before or after it was
+//!   kept: a command's own append is told too, and its quote is then trusted); not
+//!   moved past since (the feed marks it untrusted when its stream moves); and read,
+//!   or told, after the feed last said it may have missed something. A change made
+//!   by another process then shows once the feed has told it: at once on PostgreSQL
+//!   (a notification at commit), within [`POLL`](crate::eventstore::heads::POLL) on SQLite.
 //! - A load at version `v` (a form's version, `?as_of=`) takes the cached quote as
 //!   it is when `v` is its version, reads only the events between when `v` is later,
 //!   and folds from the first event when `v` is earlier.
@@ -48,6 +50,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use moka::ops::compute::Op;
 use rand::Rng;
@@ -102,6 +105,11 @@ pub const CACHED_QUOTE_BYTES: u64 = 32 * 1024 * 1024;
 /// What a cached quote weighs beyond its JSON size: the key, the `Arc`, the cache's
 /// own bookkeeping, and strings' headers.
 const ENTRY_OVERHEAD: u64 = 256;
+/// How many streams the service remembers the feed's last word on, and for how
+/// long: only a command that is kept after the feed told of its own append needs
+/// it, a few milliseconds later. Forgetting only costs a read.
+const TOLD_STREAMS: u64 = 10_000;
+const TOLD_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct QuoteService {
@@ -112,11 +120,21 @@ pub struct QuoteService {
     snapshotter: Snapshotter<Quote>,
     /// What tells the service that a stream moved; without it every load reads.
     heads: Option<HeadsFeed>,
+    /// What the feed last told of each stream lately.
+    told: ToldHeads,
     /// How many times the service has read a stream.
     reads: Arc<AtomicU64>,
 }
 
 type Cache = moka::future::Cache<Uuid, Cached>;
+type ToldHeads = moka::future::Cache<Uuid, Told>;
+
+/// The feed's last word on a stream: it stood at `version` as of `epoch`.
+#[derive(Clone, Copy)]
+struct Told {
+    version: i64,
+    epoch: u64,
+}
 
 #[derive(Clone)]
 struct Cached {
@@ -140,32 +158,46 @@ impl Cached {
 }
 
 /// The heads feed's follower: a stream that moved past its cached quote is read
-/// again before it is shown; after a gap in what the feed knows, every quote is.
-struct Distrust(Cache);
+/// again before it is shown; a quote cached at the very version the feed tells is
+/// trusted (tellings come in commit order, so a later append to its stream is told
+/// after, and distrusts it again); after a gap in what the feed knows, every quote
+/// is read again.
+struct FollowHeads {
+    cache: Cache,
+    told: ToldHeads,
+}
 
-impl Follower for Distrust {
-    async fn follow(&self, heads: Heads) {
+impl Follower for FollowHeads {
+    async fn follow(&self, heads: Heads, epoch: u64) {
         let moved = match heads {
             Heads::Moved(moved) => moved,
             Heads::Unknown => {
-                self.0.invalidate_all();
+                self.cache.invalidate_all();
+                self.told.invalidate_all();
                 return;
             }
         };
         for (quote_id, version) in moved {
-            self.0
+            // What was told first, the entry second: a `keep` between the two finds
+            // the stream moved (see there).
+            self.told.insert(quote_id, Told { version, epoch }).await;
+            self.cache
                 .entry(quote_id)
                 .and_compute_with(|cached| async move {
-                    match cached {
-                        Some(cached)
-                            if cached.value().trusted
-                                && (cached.value().quote.version as i64) < version =>
-                        {
-                            Op::Put(Cached {
-                                trusted: false,
-                                ..cached.into_value()
-                            })
-                        }
+                    let Some(cached) = cached else {
+                        return Op::Nop;
+                    };
+                    let at = cached.value().quote.version as i64;
+                    match cached.value().trusted {
+                        true if at < version => Op::Put(Cached {
+                            trusted: false,
+                            ..cached.into_value()
+                        }),
+                        false if at == version => Op::Put(Cached {
+                            trusted: true,
+                            read_at: epoch,
+                            ..cached.into_value()
+                        }),
                         _ => Op::Nop,
                     }
                 })
@@ -203,6 +235,10 @@ impl QuoteService {
             snapshots,
             snapshotter,
             heads: None,
+            told: moka::future::Cache::builder()
+                .max_capacity(TOLD_STREAMS)
+                .time_to_live(TOLD_FOR)
+                .build(),
             reads: Arc::default(),
         }
     }
@@ -211,7 +247,11 @@ impl QuoteService {
     /// the heads feed it starts here says the cached quote is current (see the
     /// module's notes). Call from within the tokio runtime.
     pub fn following_heads(self) -> Self {
-        let feed = HeadsFeed::spawn(self.store.db().clone(), Distrust(self.cache.clone()));
+        let follower = FollowHeads {
+            cache: self.cache.clone(),
+            told: self.told.clone(),
+        };
+        let feed = HeadsFeed::spawn(self.store.db().clone(), follower);
         QuoteService {
             heads: Some(feed),
             ..self
@@ -381,7 +421,9 @@ impl QuoteService {
 
     /// Caches `quote` unless the cache holds a later version already, or the same
     /// one as trusted as this would be. It is trusted when it was the stream's head
-    /// as the feed stood at `confirmed` and the feed is still there, live.
+    /// as the feed stood at `confirmed` and the feed is still there, live; or when
+    /// the feed's last word on its stream, after its last `Unknown`, was this very
+    /// version.
     async fn keep(&self, quote_id: Uuid, quote: &Quote, confirmed: Option<u64>) {
         if !quote.is_started() {
             return;
@@ -389,28 +431,43 @@ impl QuoteService {
         let version = quote.version;
         let quote = Arc::new(quote.clone());
         let heads = self.heads.clone();
+        let told = self.told.clone();
         self.cache
             .entry(quote_id)
             .and_compute_with(|cached| async move {
                 // Decided here, where the feed's follower cannot come between the
-                // check and the entry (moka computes one key at a time).
-                let trusted = heads
-                    .zip(confirmed)
-                    .is_some_and(|(feed, epoch)| feed.epoch() == epoch && feed.is_live());
+                // check and the entry (moka computes one key at a time). The
+                // follower notes what it was told before it comes to the entry, so
+                // a stream told moved on since is not taken at this version.
+                let (trusted, read_at) = match (heads, confirmed) {
+                    (Some(feed), Some(epoch)) if feed.epoch() == epoch && feed.is_live() => {
+                        (true, epoch)
+                    }
+                    (Some(feed), _) => match told.get(&quote_id).await {
+                        Some(told)
+                            if told.version == version as i64
+                                && told.epoch >= feed.last_unknown() =>
+                        {
+                            (true, told.epoch)
+                        }
+                        _ => (false, confirmed.unwrap_or_default()),
+                    },
+                    (None, _) => (false, confirmed.unwrap_or_default()),
+                };
                 match cached {
                     Some(cached) if cached.value().quote.version > version => Op::Nop,
                     Some(cached)
                         if cached.value().quote.version == version
                             && (!trusted
                                 || (cached.value().trusted
-                                    && Some(cached.value().read_at) >= confirmed)) =>
+                                    && cached.value().read_at >= read_at)) =>
                     {
                         Op::Nop
                     }
                     _ => Op::Put(Cached {
                         quote,
                         trusted,
-                        read_at: confirmed.unwrap_or_default(),
+                        read_at,
                     }),
                 }
             })

@@ -34,6 +34,7 @@ storage_tests!(
     the_quote_cache_holds_at_most_its_weight,
     any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides,
     a_service_following_the_heads_answers_from_memory_until_told_another_process_moved_the_quote,
+    a_quote_a_command_here_moved_is_answered_from_memory_once_the_feed_has_told_of_the_append,
 );
 
 fn agent() -> Actor {
@@ -496,6 +497,15 @@ async fn any_interleaving_through_two_processes_writes_what_a_fresh_fold_decides
     }
 }
 
+/// The app as the server opens it: its quote service follows the heads feed.
+async fn following_heads(db: Db) -> AppState {
+    let settings = Settings {
+        follow_heads: true,
+        ..Settings::default()
+    };
+    AppState::open_configured(db, settings).await.unwrap()
+}
+
 /// Waits, by the feed's rounds and for at most ten seconds, until `done` says so.
 async fn until_the_feed<F: Future<Output = bool>>(
     app: &AppState,
@@ -523,13 +533,7 @@ async fn until_the_feed<F: Future<Output = bool>>(
 async fn a_service_following_the_heads_answers_from_memory_until_told_another_process_moved_the_quote(
     test_db: &TestDb,
 ) {
-    let settings = Settings {
-        follow_heads: true,
-        ..Settings::default()
-    };
-    let a = AppState::open_configured(test_db.db.clone(), settings)
-        .await
-        .unwrap();
+    let a = following_heads(test_db.db.clone()).await;
     let b = AppState::open(test_db.db.clone()).await.unwrap();
     let id = started(&b).await;
     until_the_feed(&a, "trust the quote as read", || async {
@@ -594,6 +598,41 @@ async fn a_service_following_the_heads_answers_from_memory_until_told_another_pr
     assert_eq!(versions, [1, 2, 3, 4]);
 }
 
+/// A command's own append moves the feed's epoch, so the quote it leaves is not
+/// trusted as it is kept; once the feed tells of that append (the very version
+/// kept), it is, and a load reads nothing. Before, every quote a command had moved
+/// was read again on its next load.
+async fn a_quote_a_command_here_moved_is_answered_from_memory_once_the_feed_has_told_of_the_append(
+    test_db: &TestDb,
+) {
+    let a = following_heads(test_db.db.clone()).await;
+    let id = started(&a).await;
+    let (_, after) = a
+        .quotes
+        .execute_on(
+            id,
+            &a.quotes.load(id, None).await.unwrap().unwrap(),
+            1,
+            Command::new(agent(), geographic()),
+            &envelope(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.version, 3);
+
+    // Waiting only for the feed: no load in between, which would read the quote
+    // and could be trusted on its own account.
+    until_the_feed(&a, "trust the quote the command left", || async {
+        a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+    let reads = a.quotes.stream_reads();
+    let remembered = a.quotes.load(id, None).await.unwrap().unwrap();
+    assert_eq!(a.quotes.stream_reads(), reads, "nothing read");
+    assert_eq!(remembered, after);
+    assert_eq!(remembered, fresh_fold(&a.store, id, None).await);
+}
+
 /// On PostgreSQL the feed listens on a connection of its own. When that connection
 /// is cut, notifications sent meanwhile are lost: the service drops every quote it
 /// trusted, and trusts none again until the feed listens again and the quote is read.
@@ -622,13 +661,7 @@ async fn on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_
     let b_db = Db::connect_postgres(options.application_name("b"))
         .await
         .unwrap();
-    let settings = Settings {
-        follow_heads: true,
-        ..Settings::default()
-    };
-    let a = AppState::open_configured(a_db.clone(), settings)
-        .await
-        .unwrap();
+    let a = following_heads(a_db.clone()).await;
     let b = AppState::open(b_db.clone()).await.unwrap();
     let id = started(&b).await;
     until_the_feed(&a, "trust the quote as read", || async {
