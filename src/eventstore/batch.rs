@@ -151,7 +151,9 @@ pub async fn append_batch_in(
 /// How long one step of writing a batch took, in the process's metrics: `begin`
 /// (a connection and the write lock), `reads` (stream heads and idempotency keys),
 /// `events` (the events and the new heads), `projections`, and `commit` (with its
-/// sync). The writer is the one place appends queue, so these say what bounds them.
+/// sync); on SQLite also `checkpoint`, which runs beside the batches, not in them
+/// (`writer::checkpoint_after_commits`). The writer is the one place appends queue,
+/// so these say what bounds them.
 pub(super) fn record_step(step: &'static str, since: Instant) {
     metrics::histogram!("quoteline_group_commit_step_seconds", "step" => step)
         .record(since.elapsed().as_secs_f64());

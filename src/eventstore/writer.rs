@@ -4,12 +4,13 @@
 //! its own savepoint without failing the others. A caller hears back only after the
 //! commit, so an acknowledged event is durable.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::append::{AppendError, AppendRequest, append_in, explain_failure};
 use super::batch::{append_batch_in, record_step};
@@ -58,6 +59,10 @@ fn on_its_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
 async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut connection = WriterConnection::new(db.clone());
+    let checkpoints = Arc::new(Notify::new());
+    if let Backend::Sqlite(pool) = &db {
+        tokio::spawn(checkpoint_after_commits(pool.clone(), checkpoints.clone()));
+    }
     loop {
         let received = tokio::select! {
             received = jobs.recv_many(&mut batch, MAX_BATCH) => received,
@@ -79,6 +84,7 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
         let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
         match commit_batch(&mut connection, &projectors, &requests).await {
             Ok(outcomes) => {
+                checkpoints.notify_one();
                 count(&outcomes);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // The caller may have gone away (a closed browser tab); the
@@ -95,6 +101,56 @@ async fn run(db: Db, projectors: Projectors, mut jobs: mpsc::Receiver<Job>) {
         }
     }
 }
+
+/// Copies the WAL's committed pages into the SQLite database file after commits, on
+/// a connection of its own, so that the writer's commits do not: with SQLite's
+/// automatic checkpoint every third commit or so also wrote about a thousand pages
+/// back and synced the file while every caller in the batch, and every caller
+/// queued behind it, waited. A PASSIVE checkpoint never waits for the writer or for
+/// readers and the writer never waits for it; commits that come while one runs are
+/// taken by the next.
+async fn checkpoint_after_commits(pool: sqlx::SqlitePool, commits: Arc<Notify>) {
+    let mut own: Option<SqliteConnection> = None;
+    loop {
+        tokio::select! {
+            () = commits.notified() => {}
+            () = pool.close_event() => break,
+        }
+        let began = Instant::now();
+        let connection = match own.as_mut() {
+            Some(connection) => connection,
+            None => match (*pool.connect_options()).clone().connect().await {
+                Ok(connection) => own.insert(connection),
+                Err(error) => {
+                    tracing::warn!(%error, "the checkpointer could not connect; the WAL grows until it can");
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut *connection)
+            .await
+        {
+            tracing::warn!(%error, "a checkpoint failed; the next commit tries again");
+            own = None;
+        }
+        record_step("checkpoint", began);
+    }
+    // The pool's last connection to close checkpoints what is left.
+    if let Some(connection) = own {
+        let _ = connection.close().await;
+    }
+}
+
+/// How many pages the WAL may hold before the writer checkpoints after its own
+/// commit. `checkpoint_after_commits` keeps the WAL copied back, but SQLite starts
+/// the WAL over from its beginning only when a write transaction begins with every
+/// page copied back; the checkpointer, started by a commit, rarely finishes before
+/// the next batch begins, so the WAL would grow (to 400 MB in 15 s of POSTs). Past
+/// this size the writer's own checkpoint (little to copy: the checkpointer has
+/// copied the rest) leaves it all copied back as the next batch begins, and the WAL
+/// starts over.
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 
 /// Resolves when the pool closes.
 async fn db_closed(db: &Db) {
@@ -241,6 +297,9 @@ impl WriterConnection {
                 (*pool.connect_options())
                     .clone()
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    // Its commits leave the WAL to `checkpoint_after_commits`, unless
+                    // the WAL has grown past this many pages (see there).
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
                     .connect()
                     .await?,
             ),
