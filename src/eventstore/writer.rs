@@ -122,7 +122,7 @@ async fn checkpoint_after_commits(pool: sqlx::SqlitePool, commits: Arc<Notify>) 
             None => match (*pool.connect_options()).clone().connect().await {
                 Ok(connection) => own.insert(connection),
                 Err(error) => {
-                    tracing::warn!(%error, "the checkpointer could not connect; the WAL grows until it can");
+                    tracing::warn!(%error, "the checkpointer could not connect; the writer checkpoints past its limit meanwhile");
                     continue;
                 }
             },
