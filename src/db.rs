@@ -62,10 +62,6 @@ pub const UPDATE_FROM_VALUES_ROWS: usize = 100;
 /// cache anyway, and eight connections' caches count against the server's memory.
 pub const POOL_CACHE_KIB: i64 = 1024;
 
-/// How long a pooled PostgreSQL connection may sit idle before it is pinged as it is
-/// handed out again.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 impl Db {
     /// Opens a pool for `url` (`sqlite://path` or `postgres://…`); a SQLite file and
     /// its folder are created when missing.
@@ -110,19 +106,6 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings a connection as it is given back (which it always does),
-            // and by default again as it is handed out: two round trips, each as
-            // long as the statement between them. A connection given back less
-            // than a second ago is handed out as it is (if it broke since, its
-            // statement fails as it would have a moment later); one that sat idle,
-            // which a server restart or a network's idle timeout may have cut, is
-            // pinged first and replaced if it does not answer.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(
-                    async move { Ok(meta.idle_for < PING_AFTER_IDLE || conn.ping().await.is_ok()) },
-                )
-            })
             .connect_with(options)
             .await?;
         Ok(Backend::Postgres(pool))
