@@ -49,8 +49,8 @@ pub struct EventStore {
 }
 
 impl EventStore {
-    /// Starts the store's writer (on SQLite on a thread of its own); call from within
-    /// the tokio runtime.
+    /// Starts the store's writer, on a thread of its own; call from within the tokio
+    /// runtime.
     pub fn new(db: Db, projectors: Vec<Arc<dyn Projector>>) -> Self {
         let projectors: projector::Projectors = projectors.into();
         let writer = writer::spawn(db.clone(), projectors.clone());

@@ -220,6 +220,9 @@ async fn write_batch(
 ) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
     let began = Instant::now();
     let mut pooled = connection.take().await?;
+    // A kept connection the database has cut since (PostgreSQL restarted, say) fails
+    // here, before anything is written: it is dropped, and `commit_batch`'s second
+    // attempt runs on a new one.
     let mut tx = pooled.as_conn().begin_write().await?;
     record_step("begin", began);
     let written = async {
@@ -244,7 +247,7 @@ async fn write_batch(
             Err(error) => {
                 // sqlx rolls back a transaction whose commit failed as it drops it, and
                 // nobody hears whether that worked: the connection's state is unknown.
-                pooled.discard();
+                drop(pooled);
                 Err(error.into())
             }
         },
@@ -253,7 +256,7 @@ async fn write_batch(
                 connection.give_back(pooled);
             } else {
                 // A connection in an unknown transaction state must not be used again.
-                pooled.discard();
+                drop(pooled);
             }
             Err(error)
         }
@@ -332,11 +335,6 @@ impl WriterConnection {
 }
 
 impl BatchConnection {
-    /// Closes the connection instead of keeping it.
-    fn discard(self) {
-        drop(self);
-    }
-
     fn as_conn(&mut self) -> Conn<'_> {
         match self {
             Backend::Sqlite(c) => Backend::Sqlite(c),

@@ -13,6 +13,8 @@ use quoteline::eventstore::{
 };
 use quoteline::on_backend;
 use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use std::str::FromStr;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -620,4 +622,53 @@ async fn the_log_read_a_page_at_a_time_holds_every_event_as_written(test_db: &Te
 
     assert_eq!(paged, written);
     assert_eq!(by_stream, written);
+}
+
+/// On PostgreSQL the writer keeps a connection of its own between batches. When the
+/// server cuts it (a restart, an administrator), the next append still lands: the
+/// batch fails as it begins, before anything is written, and is written again on a
+/// new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_append_lands_after_the_server_cut_the_writers_connection() {
+    const TEST: &str = "on_postgres_an_append_lands_after_the_server_cut_the_writers_connection";
+    let Some(test_db) = TestDb::postgres(TEST).await else {
+        return;
+    };
+    let name = format!("w{}", Uuid::now_v7().simple());
+    let options = PgConnectOptions::from_str(&test_db.url())
+        .unwrap()
+        .application_name(&name);
+    let db = Db::connect_postgres(options).await.unwrap();
+    let store = EventStore::new(db.clone(), vec![]);
+    let stream = Uuid::now_v7();
+    store
+        .append(request(stream, 0, vec![event(1)]))
+        .await
+        .unwrap();
+
+    let Db::Postgres(pool) = &test_db.db else {
+        unreachable!("a PostgreSQL test database")
+    };
+    let cut: Vec<String> = sqlx::query_scalar(
+        "WITH w AS MATERIALIZED (SELECT pid, query FROM pg_stat_activity \
+                                 WHERE application_name = $1) \
+         SELECT query FROM w WHERE pg_terminate_backend(pid)",
+    )
+    .bind(&name)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        cut.iter().any(|query| query == "COMMIT"),
+        "the writer's connection, whose last statement was its batch's COMMIT, is among those cut: {cut:?}"
+    );
+
+    let appended = store
+        .append(request(stream, 1, vec![event(2)]))
+        .await
+        .unwrap();
+    assert_eq!(appended.last_version(), Some(2));
+    assert_eq!(versions(&store, stream).await, vec![1, 2]);
+    db.close().await;
+    test_db.cleanup().await;
 }
