@@ -303,6 +303,11 @@ impl WriterConnection {
                     // Its commits leave the WAL to `checkpoint_after_commits`, unless
                     // the WAL has grown past this many pages (see there).
                     .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
+                    // The savepoints' journal (the pages an append changes again
+                    // after an earlier one in the batch changed them) in memory:
+                    // in a file, SQLite created and deleted one in /var/tmp every
+                    // batch.
+                    .pragma("temp_store", "memory")
                     .connect()
                     .await?,
             ),
