@@ -12,7 +12,7 @@
 -- Every request carries the session cookie (BENCH_COOKIE, "name=value") and, when
 -- set, BENCH_ENCODING as Accept-Encoding. POSTs also carry the session's CSRF token
 -- (BENCH_CSRF), an Origin header (BENCH_ORIGIN, for the cross-site check), a fresh
--- idempotency key (BENCH_RUN, the thread and the request count) and a new email
+-- idempotency key (a UUID v7 of the moment, as a drawn form carries) and a new email
 -- address each time, so every POST is a real change.
 
 local thread_count = tonumber(os.getenv("BENCH_THREADS") or "1")
@@ -21,6 +21,16 @@ local threads = {}
 function setup(thread)
    thread:set("thread_index", #threads)
    table.insert(threads, thread)
+end
+
+-- An idempotency key as the server draws one into a form: a UUID v7 of the moment
+-- (to the second here; wrk's Lua has no finer clock), unique to the run, the thread
+-- and the request.
+function form_key()
+   local millis = os.time() * 1000
+   return string.format("%06x%02x-%04x-7%03x-8%03x-%012x",
+      math.floor(millis / 2^24), math.floor(millis / 2^16) % 2^8, millis % 2^16,
+      thread_index % 2^12, run_bits, sent)
 end
 
 function init(args)
@@ -61,6 +71,7 @@ function init(args)
       headers["Origin"] = os.getenv("BENCH_ORIGIN")
       token = assert(os.getenv("BENCH_CSRF"), "BENCH_CSRF is the session's token")
       run = os.getenv("BENCH_RUN") or tostring(os.time())
+      run_bits = tonumber(run:sub(-9, -7)) % 2^12
       -- Responses by status, for the POSTs only: wrk reads a response into Lua only
       -- when this function exists, which costs the GETs' load generator time.
       statuses = {}
@@ -103,7 +114,7 @@ function request()
    local tag = run .. "-" .. thread_index .. "-" .. sent
    local body = "csrf_token=" .. token
       .. "&version=" .. (versions[k] + round)
-      .. "&idempotency_key=" .. tag
+      .. "&idempotency_key=" .. form_key()
       .. "&email=bench." .. tag .. "%40example.com"
       .. "&phone=%2B44+7700+900123"
    return wrk.format("POST", "/quotes/" .. ids[k] .. "/contact", headers, body)

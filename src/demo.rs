@@ -522,7 +522,12 @@ pub fn plan(seed: u64, n: usize, now: DateTime<Utc>) -> QuotePlan {
             }
             _ => {
                 sitting_began = at;
-                let key = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+                // A form's key: a UUID v7 of the moment, as the pages mint them.
+                let key = uuid::Builder::from_unix_timestamp_millis(
+                    at.timestamp_millis().max(0) as u64,
+                    &rng.random(),
+                )
+                .into_uuid();
                 appends.push(AppendRequest {
                     stream_id: id,
                     expected: ExpectedVersion::from(expected),

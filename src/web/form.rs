@@ -44,9 +44,10 @@ impl FormMeta {
     }
 }
 
-/// A fresh idempotency key for a form about to be drawn.
+/// A fresh idempotency key for a form about to be drawn: a UUID v7, whose time
+/// orders the ids of the events it is sent with (`eventstore::idempotent_event_id`).
 pub fn new_key() -> String {
-    Uuid::new_v4().to_string()
+    Uuid::now_v7().to_string()
 }
 
 /// One problem with one input, keyed by the input's HTML `name`.
