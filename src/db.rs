@@ -48,6 +48,35 @@ macro_rules! on_backend {
     };
 }
 
+/// What the database would do with a statement, for the tests that hold a page to
+/// its index: SQLite's `EXPLAIN QUERY PLAN` details one a line, or PostgreSQL's
+/// `EXPLAIN (FORMAT JSON)` document. `build` gives the statement, for each backend,
+/// after the prefix it is handed.
+pub async fn explain<'a>(
+    db: &Db,
+    sqlite: impl FnOnce(&str) -> sqlx::QueryBuilder<'a, Sqlite>,
+    postgres: impl FnOnce(&str) -> sqlx::QueryBuilder<'a, Postgres>,
+) -> Result<String, sqlx::Error> {
+    Ok(match db {
+        Backend::Sqlite(pool) => {
+            let rows: Vec<(i64, i64, i64, String)> = sqlite("EXPLAIN QUERY PLAN ")
+                .build_query_as()
+                .fetch_all(pool)
+                .await?;
+            let details: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+            details.join("\n")
+        }
+        Backend::Postgres(pool) => {
+            let plans: Vec<sqlx::types::Json<serde_json::Value>> =
+                postgres("EXPLAIN (FORMAT JSON) ")
+                    .build_query_scalar()
+                    .fetch_all(pool)
+                    .await?;
+            plans.into_iter().map(|plan| plan.0.to_string()).collect()
+        }
+    })
+}
+
 /// The default database when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/quoteline.db";
 

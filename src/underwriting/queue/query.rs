@@ -293,27 +293,12 @@ impl<'a> QueueQuery<'a> {
     /// index): SQLite's `EXPLAIN QUERY PLAN` details one a line, or PostgreSQL's
     /// `EXPLAIN (FORMAT JSON)` document.
     pub async fn explain(&self, db: &Db) -> Result<String, sqlx::Error> {
-        Ok(match db {
-            Backend::Sqlite(pool) => {
-                let rows: Vec<(i64, i64, i64, String)> = self
-                    .statement
-                    .build("EXPLAIN QUERY PLAN ")
-                    .build_query_as()
-                    .fetch_all(pool)
-                    .await?;
-                let details: Vec<String> = rows.into_iter().map(|r| r.3).collect();
-                details.join("\n")
-            }
-            Backend::Postgres(pool) => {
-                let plans: Vec<Json<serde_json::Value>> = self
-                    .statement
-                    .build("EXPLAIN (FORMAT JSON) ")
-                    .build_query_scalar()
-                    .fetch_all(pool)
-                    .await?;
-                plans.into_iter().map(|plan| plan.0.to_string()).collect()
-            }
-        })
+        crate::db::explain(
+            db,
+            |prefix| self.statement.build(prefix),
+            |prefix| self.statement.build(prefix),
+        )
+        .await
     }
 }
 
