@@ -19,7 +19,6 @@ INSERT INTO a_copy SELECT * FROM audit_quote_state ORDER BY quote_id;
 COMMIT;
 -- The indexes the live tables have (migrations/sqlite), built over the rows at once.
 CREATE INDEX t_copy_1 ON t_copy (actor, position);
-CREATE INDEX t_copy_2 ON t_copy (reference, position);
 CREATE UNIQUE INDEX t_copy_3 ON t_copy (stream_id, version);
 CREATE INDEX t_copy_4 ON t_copy (event_type, position);
 CREATE UNIQUE INDEX s_copy_1 ON s_copy (quote_id);
@@ -27,6 +26,7 @@ CREATE UNIQUE INDEX s_copy_2 ON s_copy (reference);
 CREATE INDEX s_copy_3 ON s_copy (agent, last_position);
 CREATE INDEX s_copy_4 ON s_copy (agent, status, last_position);
 CREATE UNIQUE INDEX a_copy_1 ON a_copy (quote_id);
+CREATE INDEX a_copy_2 ON a_copy (reference);
 CREATE INDEX q_copy_1 ON q_copy (agent, submitted_at, quote_id) WHERE submitted_at IS NOT NULL;
 CREATE INDEX q_copy_2 ON q_copy (agent, first_submitted_at, quote_id) WHERE submitted_at IS NOT NULL;
 CREATE INDEX q_copy_3 ON q_copy (country, submitted_at, quote_id) WHERE submitted_at IS NOT NULL;

@@ -329,7 +329,10 @@ mod tests {
     fn a_uuid_v7_key_puts_its_time_first_and_the_ids_in_the_order_of_their_keys() {
         let early = v7(1_796_000_000_000, 1);
         let id = idempotent_event_id(STREAM, &early, 0);
-        assert_eq!(id.as_bytes()[..6], Uuid::parse_str(&early).unwrap().as_bytes()[..6]);
+        assert_eq!(
+            id.as_bytes()[..6],
+            Uuid::parse_str(&early).unwrap().as_bytes()[..6]
+        );
         assert_eq!(id.get_version(), Some(uuid::Version::Custom));
         assert_eq!(id, idempotent_event_id(STREAM, &early, 0));
         let later = idempotent_event_id(STREAM, &v7(1_796_000_000_001, 0), 0);

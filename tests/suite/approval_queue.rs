@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, csrf_token_in, html_page};
+use crate::support::{TestApp, TestDb, csrf_token_in, html_page, plan_nodes};
 
 storage_tests!(
     a_quote_joins_the_queue_when_submitted_and_leaves_it_with_each_decision,
@@ -1004,13 +1004,6 @@ fn expected_index(filter: &str, sort: QueueSort) -> Option<&'static str> {
 }
 
 /// Every node of a PostgreSQL JSON plan, depth first.
-fn plan_nodes(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
-    out.push(node.clone());
-    for child in node["Plans"].as_array().into_iter().flatten() {
-        plan_nodes(child, out);
-    }
-}
-
 /// Rows for quotes that agents are still writing, put straight into the table: a
 /// busy store has far more of those than quotes waiting, and a planner judges a
 /// table of a thousand rows small enough to read whole. They are in no index the

@@ -7,6 +7,7 @@ use axum::http::Request;
 use chrono::{DateTime, Days, Utc};
 use futures_util::StreamExt;
 use quoteline::AppState;
+use quoteline::audit::log::{self, Cursor, LogFilter};
 use quoteline::audit::{TimelineEntry, timeline};
 use quoteline::db::Db;
 use quoteline::eventstore::{AppendRequest, ExpectedVersion, Metadata, Problem};
@@ -22,8 +23,8 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::support::{
-    TestApp, TestDb, act_now, assert_is_redirect_to, envelope, html_page, run_verify_command,
-    session_cookie,
+    TestApp, TestDb, act_now, assert_is_redirect_to, envelope, html_page, plan_nodes,
+    run_verify_command, session_cookie,
 };
 
 storage_tests!(
@@ -36,6 +37,7 @@ storage_tests!(
     no_post_route_accepts_an_auditor_and_an_auditor_writes_nothing,
     auditors_filter_and_page_the_log_and_others_are_refused,
     a_long_timeline_is_read_fifty_events_a_page,
+    the_log_by_reference_reads_the_quotes_own_entries_without_sorting,
 );
 
 // ----- Arrange -----------------------------------------------------------------------
@@ -1063,4 +1065,129 @@ async fn a_long_timeline_is_read_fifty_events_a_page(test_db: &TestDb) {
         !oldest.contains("Older events"),
         "nothing older than the first event"
     );
+}
+
+/// Timeline rows for `quotes` quotes of `events` events each, with their state rows,
+/// put straight into the tables: the planner judges a table of a few hundred rows
+/// small enough to read whole, whatever the indexes.
+async fn add_timeline_rows(db: &Db, quotes: i64, events: i64) {
+    let (id, event_id, at, numbers) = match db {
+        Db::Sqlite(_) => (
+            "unhex(printf('%032x', q))",
+            "randomblob(16)",
+            "'2026-01-01T00:00:00Z'",
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+             SELECT i FROM n",
+        ),
+        Db::Postgres(_) => (
+            "lpad(to_hex(q), 32, '0')::uuid",
+            "gen_random_uuid()",
+            "'2026-01-01T00:00:00Z'::timestamptz",
+            "SELECT generate_series(0, $1 - 1) AS i",
+        ),
+    };
+    let rows = format!(
+        "INSERT INTO audit_timeline (position, stream_id, version, event_id, event_type, \
+         reference, actor, actor_role, recorded_at, title, changes) \
+         SELECT 1000000 + i, {id}, i / $2 + 1, {event_id}, 'ContactDetailsProvided', 'R-' || q, \
+         CASE q % 4 WHEN 0 THEN 'asha' WHEN 1 THEN 'bilal' WHEN 2 THEN 'chen' ELSE 'dara' END, \
+         'agent', {at}, 'Contact details provided', '[]' \
+         FROM (SELECT i, i % $2 AS q FROM ({numbers}) AS n) AS e"
+    );
+    let states = format!(
+        "INSERT INTO audit_quote_state (quote_id, reference, version, schema_version, state) \
+         SELECT {id}, 'R-' || q, $2, 1, '{{}}' FROM (SELECT i AS q FROM ({numbers}) AS n) AS e"
+    );
+    on_backend!(db, pool => {
+        sqlx::query(&rows).bind(quotes * events).bind(quotes).execute(pool).await.unwrap();
+        sqlx::query(&states).bind(quotes).bind(events).execute(pool).await.unwrap();
+    });
+    if let Db::Postgres(pool) = db {
+        sqlx::query("ANALYZE audit_timeline, audit_quote_state")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn the_log_by_reference_reads_the_quotes_own_entries_without_sorting(test_db: &TestDb) {
+    let app = TestApp::spawn(test_db).await;
+    let db = &app.state.db;
+    add_timeline_rows(db, 2_000, 20).await;
+    let reference = |r: &str| Some(r.to_owned());
+    let filters = [
+        LogFilter {
+            reference: reference("R-7"),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            reference: reference("R-7"),
+            actor: Some("dara".into()),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            reference: reference("R-7"),
+            event_type: Some("ContactDetailsProvided"),
+            from: chrono::NaiveDate::from_ymd_opt(2025, 12, 1),
+            ..LogFilter::default()
+        },
+    ];
+    // R-7's 20 entries are at positions 1,000,007, 1,002,007, ... 1,038,007.
+    for filter in &filters {
+        for cursor in [
+            Cursor::Newest,
+            Cursor::Before(1_020_007),
+            Cursor::After(1_020_007),
+        ] {
+            let plan = log::explain(db, filter, cursor, 51).await.unwrap();
+            let case = format!("{filter:?}, {cursor:?}:\n{plan}");
+            match db {
+                Db::Sqlite(_) => {
+                    assert!(!plan.contains("TEMP B-TREE"), "{case}");
+                    assert!(plan.contains("audit_timeline_by_stream"), "{case}");
+                    assert!(plan.contains("audit_quote_state_by_reference"), "{case}");
+                }
+                Db::Postgres(_) => {
+                    let json: serde_json::Value = serde_json::from_str(&plan).unwrap();
+                    let mut nodes = Vec::new();
+                    plan_nodes(&json[0]["Plan"], &mut nodes);
+                    let kinds: Vec<&str> = nodes
+                        .iter()
+                        .filter_map(|n| n["Node Type"].as_str())
+                        .collect();
+                    assert!(!kinds.contains(&"Seq Scan"), "{case}");
+                    let indexes: Vec<&str> = nodes
+                        .iter()
+                        .filter_map(|n| n["Index Name"].as_str())
+                        .collect();
+                    assert_eq!(
+                        indexes,
+                        ["audit_quote_state_by_reference", "audit_timeline_by_stream"],
+                        "{case}"
+                    );
+                    // PostgreSQL may sort what it read through the quote's index:
+                    // that one quote's entries, 20 here, never an actor's or a
+                    // type's.
+                }
+            }
+        }
+    }
+    // And what the pages read: R-7's entries only, newest first, paged by position.
+    let newest = log::page(db, &filters[0], Cursor::Newest, 8).await.unwrap();
+    let positions: Vec<i64> = newest.entries.iter().map(|e| e.position).collect();
+    let expected: Vec<i64> = (12..20).rev().map(|v| 1_000_007 + 2_000 * v).collect();
+    assert_eq!(positions, expected);
+    let older = newest.older.expect("older entries");
+    let next = log::page(db, &filters[0], Cursor::Before(older), 50)
+        .await
+        .unwrap();
+    let positions: Vec<i64> = next.entries.iter().map(|e| e.position).collect();
+    let expected: Vec<i64> = (0..12).rev().map(|v| 1_000_007 + 2_000 * v).collect();
+    assert_eq!(positions, expected);
+    assert_eq!(next.older, None);
+    let back = log::page(db, &filters[0], Cursor::After(next.newer.unwrap()), 8)
+        .await
+        .unwrap();
+    assert_eq!(back.entries.len(), 8);
+    assert_eq!(back.entries[0].position, newest.entries[0].position);
 }

@@ -577,3 +577,11 @@ pub async fn whole_log(store: &EventStore, page: i64) -> Vec<quoteline::eventsto
     }
     log
 }
+
+/// Every node of a PostgreSQL `EXPLAIN (FORMAT JSON)` plan, depth first.
+pub fn plan_nodes(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    out.push(node.clone());
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        plan_nodes(child, out);
+    }
+}
