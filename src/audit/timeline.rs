@@ -100,9 +100,11 @@ const SELECT_STATES: &str =
 
 const UPSERT_STATES: &str =
     "INSERT INTO audit_quote_state (quote_id, reference, version, schema_version, state) ";
+/// A quote's reference never changes, so the update leaves it (and on SQLite its
+/// index's page) alone.
 const ON_CONFLICT_REPLACE_STATE: &str = " ON CONFLICT (quote_id) DO UPDATE SET \
-     reference = excluded.reference, version = excluded.version, \
-     schema_version = excluded.schema_version, state = excluded.state";
+     version = excluded.version, schema_version = excluded.schema_version, \
+     state = excluded.state";
 
 const INSERT: &str = "INSERT INTO audit_timeline (position, stream_id, version, event_id, \
      event_type, reference, actor, actor_role, recorded_at, title, status_before, status_after, \
