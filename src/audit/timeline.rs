@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -119,14 +119,16 @@ struct StateRow {
     quote_id: Uuid,
     version: i64,
     schema_version: i32,
-    state: Json<Value>,
+    /// Kept as text until its schema version is known to be this build's, then
+    /// read straight into a `Quote` (not through a `serde_json::Value` first).
+    state: Json<Box<RawValue>>,
 }
 
 impl StateRow {
     /// The folded quote, unless it was stored in a shape this build does not read.
     fn quote(self) -> Option<Quote> {
         (self.schema_version == Quote::SCHEMA_VERSION)
-            .then(|| serde_json::from_value(self.state.0).ok())
+            .then(|| serde_json::from_str(self.state.0.get()).ok())
             .flatten()
     }
 }
@@ -450,7 +452,7 @@ pub async fn header(db: &Db, quote_id: Uuid) -> Result<Option<QuoteHeader>, sqlx
         reference: String,
         version: i64,
         schema_version: i32,
-        state: Json<Value>,
+        state: Json<Box<RawValue>>,
     }
     let row: Option<Row> = on_backend!(db, pool => {
         sqlx::query_as(
