@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::support::{TestApp, TestDb, csrf_token_in, html_page, plan_nodes};
+use crate::support::{PgPlan, TestApp, TestDb, csrf_token_in, html_page};
 
 storage_tests!(
     a_quote_joins_the_queue_when_submitted_and_leaves_it_with_each_decision,
@@ -1072,21 +1072,13 @@ async fn every_first_page_reads_its_index_without_sorting(test_db: &TestDb) {
                         }
                     }
                     Backend::Postgres(_) => {
-                        let json: serde_json::Value = serde_json::from_str(&plan).unwrap();
-                        let mut nodes = Vec::new();
-                        plan_nodes(&json[0]["Plan"], &mut nodes);
-                        let types: Vec<&str> = nodes
-                            .iter()
-                            .filter_map(|n| n["Node Type"].as_str())
-                            .collect();
+                        let plan = PgPlan::parse(&plan);
+                        let types = plan.node_types();
                         assert!(!types.contains(&"Seq Scan"), "{case}");
-                        let scans: Vec<&str> = nodes
-                            .iter()
-                            .filter(|n| n["Index Name"].is_string())
-                            .filter_map(|n| n["Index Name"].as_str())
-                            .collect();
                         assert!(
-                            scans.iter().any(|i| i.starts_with("approval_queue_by_")),
+                            plan.index_names()
+                                .iter()
+                                .any(|i| i.starts_with("approval_queue_by_")),
                             "{case}"
                         );
                         // Past the first page few rows are left, and the planner may
@@ -1097,7 +1089,7 @@ async fn every_first_page_reads_its_index_without_sorting(test_db: &TestDb) {
                                 "{case}"
                             );
                             assert!(
-                                nodes.iter().any(|n| matches!(
+                                plan.nodes.iter().any(|n| matches!(
                                     n["Node Type"].as_str(),
                                     Some("Index Scan" | "Index Only Scan")
                                 ) && n["Index Name"] == index),

@@ -23,7 +23,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::support::{
-    TestApp, TestDb, act_now, assert_is_redirect_to, envelope, html_page, plan_nodes,
+    PgPlan, TestApp, TestDb, act_now, assert_is_redirect_to, envelope, html_page,
     run_verify_command, session_cookie,
 };
 
@@ -1148,20 +1148,10 @@ async fn the_log_by_reference_reads_the_quotes_own_entries_without_sorting(test_
                     assert!(plan.contains("audit_quote_state_by_reference"), "{case}");
                 }
                 Db::Postgres(_) => {
-                    let json: serde_json::Value = serde_json::from_str(&plan).unwrap();
-                    let mut nodes = Vec::new();
-                    plan_nodes(&json[0]["Plan"], &mut nodes);
-                    let kinds: Vec<&str> = nodes
-                        .iter()
-                        .filter_map(|n| n["Node Type"].as_str())
-                        .collect();
-                    assert!(!kinds.contains(&"Seq Scan"), "{case}");
-                    let indexes: Vec<&str> = nodes
-                        .iter()
-                        .filter_map(|n| n["Index Name"].as_str())
-                        .collect();
+                    let plan = PgPlan::parse(&plan);
+                    assert!(!plan.node_types().contains(&"Seq Scan"), "{case}");
                     assert_eq!(
-                        indexes,
+                        plan.index_names(),
                         ["audit_quote_state_by_reference", "audit_timeline_by_stream"],
                         "{case}"
                     );

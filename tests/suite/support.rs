@@ -578,10 +578,38 @@ pub async fn whole_log(store: &EventStore, page: i64) -> Vec<quoteline::eventsto
     log
 }
 
-/// Every node of a PostgreSQL `EXPLAIN (FORMAT JSON)` plan, depth first.
-pub fn plan_nodes(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
-    out.push(node.clone());
-    for child in node["Plans"].as_array().into_iter().flatten() {
-        plan_nodes(child, out);
+/// A PostgreSQL `EXPLAIN (FORMAT JSON)` plan: its nodes, depth first.
+pub struct PgPlan {
+    pub nodes: Vec<serde_json::Value>,
+}
+
+impl PgPlan {
+    pub fn parse(plan: &str) -> Self {
+        fn walk(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+            out.push(node.clone());
+            for child in node["Plans"].as_array().into_iter().flatten() {
+                walk(child, out);
+            }
+        }
+        let json: serde_json::Value = serde_json::from_str(plan).unwrap();
+        let mut nodes = Vec::new();
+        walk(&json[0]["Plan"], &mut nodes);
+        PgPlan { nodes }
+    }
+
+    /// Each node's type ("Seq Scan", "Sort", …), in plan order.
+    pub fn node_types(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n["Node Type"].as_str())
+            .collect()
+    }
+
+    /// The indexes the plan reads, in plan order.
+    pub fn index_names(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n["Index Name"].as_str())
+            .collect()
     }
 }
