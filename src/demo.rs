@@ -374,6 +374,12 @@ const SITTING_MINUTES: i64 = 30;
 /// The section a command gives, by number: 0 geographic, 1 contact, 2 family.
 const SECTIONS: usize = 3;
 
+/// A UUID v7 of the time `at`, with these random bits.
+fn v7_at(at: DateTime<Utc>, random: &[u8; 10]) -> Uuid {
+    uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis().max(0) as u64, random)
+        .into_uuid()
+}
+
 /// The `n`th quote of the run with `seed`. Pure: the same arguments give the same
 /// plan.
 pub fn plan(seed: u64, n: usize, now: DateTime<Utc>) -> QuotePlan {
@@ -489,11 +495,7 @@ pub fn plan(seed: u64, n: usize, now: DateTime<Utc>) -> QuotePlan {
     let started_at = now - span - lookback;
     let mut random_bytes = [0u8; 10];
     rng.fill(&mut random_bytes);
-    let id = uuid::Builder::from_unix_timestamp_millis(
-        started_at.timestamp_millis().max(0) as u64,
-        &random_bytes,
-    )
-    .into_uuid();
+    let id = v7_at(started_at, &random_bytes);
 
     // One append per sitting: the commands one person gives within half an hour of
     // the sitting's first, decided one after another and appended together at the
@@ -523,11 +525,7 @@ pub fn plan(seed: u64, n: usize, now: DateTime<Utc>) -> QuotePlan {
             _ => {
                 sitting_began = at;
                 // A form's key: a UUID v7 of the moment, as the pages mint them.
-                let key = uuid::Builder::from_unix_timestamp_millis(
-                    at.timestamp_millis().max(0) as u64,
-                    &rng.random(),
-                )
-                .into_uuid();
+                let key = v7_at(at, &rng.random());
                 appends.push(AppendRequest {
                     stream_id: id,
                     expected: ExpectedVersion::from(expected),
