@@ -14,19 +14,26 @@
 //!   write lock (and `AUTOINCREMENT` never reuses one), so they commit in order and
 //!   a read after the last one seen misses nothing.
 //!
-//! The feed is *live* while it follows the log: on PostgreSQL while its listening
-//! connection is open, on SQLite for [`SQLITE_TRUST`] after the start of its last
-//! poll that caught up. A follower may trust what it holds only while the feed is
-//! live and only what it read before the feed's [`HeadsFeed::epoch`] last moved,
-//! and after the feed last said [`Heads::Unknown`] ([`HeadsFeed::last_unknown`]),
-//! which it says when it may have missed something.
+//! The feed is *live* while it follows the log: on PostgreSQL for
+//! [`POSTGRES_TRUST`] after it last heard anything on its channel, on SQLite for
+//! [`SQLITE_TRUST`] after the start of its last poll that caught up. Every feed on
+//! PostgreSQL sends an empty notification on its channel every [`BEAT`], so a
+//! listening connection that hears nothing for that long is not following the log
+//! (a connection whose server went away without closing it, as after a failover,
+//! waits for ever): the feed listens again on a new one.
+//!
+//! A follower may trust what it holds only while the feed is live and only what it
+//! read before the feed's [`HeadsFeed::epoch`] last moved, and after the feed last
+//! said [`Heads::Unknown`] ([`HeadsFeed::last_unknown`]), which it says when it may
+//! have missed something.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgListener;
+use sqlx::SqlitePool;
+use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -35,6 +42,14 @@ use crate::db::{Backend, Db};
 /// The PostgreSQL channel the trigger notifies, followed by `:` and the oid of the
 /// `events` table.
 pub const CHANNEL: &str = "quoteline_heads";
+/// How often each feed on PostgreSQL sends its heartbeat: an empty notification on
+/// its channel, which every feed listening there hears (the trigger never sends an
+/// empty one).
+pub const BEAT: Duration = Duration::from_secs(1);
+/// How long after it last heard anything on its channel, a heartbeat included, the
+/// feed on PostgreSQL stays live; hearing nothing for that long, it gives up its
+/// connection and listens on a new one.
+pub const POSTGRES_TRUST: Duration = Duration::from_secs(3);
 /// How often the feed reads the log on SQLite.
 pub const POLL: Duration = Duration::from_millis(50);
 /// How long after the start of its last poll that caught up the feed stays live on
@@ -101,8 +116,11 @@ impl HeadsFeed {
         let running = feed.clone();
         tokio::spawn(async move {
             match db {
-                Backend::Sqlite(_) => running.poll(db, follower).await,
-                Backend::Postgres(_) => running.listen(db, follower).await,
+                Backend::Sqlite(pool) => running.poll(pool, follower).await,
+                Backend::Postgres(pool) => {
+                    tokio::spawn(beat(pool.clone()));
+                    running.listen(pool, follower).await
+                }
             }
         });
         feed
@@ -158,10 +176,13 @@ impl HeadsFeed {
         self.shared.rounds.send_modify(|round| *round += 1);
     }
 
-    async fn listen(self, db: Db, follower: impl Follower) {
-        let Backend::Postgres(pool) = db else {
-            unreachable!("listening is PostgreSQL's")
-        };
+    /// Live for [`POSTGRES_TRUST`] from now: the feed has just heard from its channel.
+    fn heard(&self) {
+        let trust = u64::try_from(POSTGRES_TRUST.as_millis()).unwrap_or(u64::MAX);
+        self.live_for(self.millis().saturating_add(trust));
+    }
+
+    async fn listen(self, pool: PgPool, follower: impl Follower) {
         loop {
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(listener) => listener,
@@ -196,11 +217,24 @@ impl HeadsFeed {
             // Whatever committed before LISTEN was never told: what was read before
             // now cannot be trusted.
             self.tell(&follower, Heads::Unknown).await;
-            self.live_for(u64::MAX);
+            self.heard();
             loop {
-                match listener.try_recv().await {
+                let Ok(heard) = tokio::time::timeout(POSTGRES_TRUST, listener.try_recv()).await
+                else {
+                    tracing::warn!(
+                        "the heads feed heard nothing on its channel for {POSTGRES_TRUST:?}, \
+                         not even a heartbeat; listening again on a new connection"
+                    );
+                    self.live_for(0);
+                    self.tell(&follower, Heads::Unknown).await;
+                    break;
+                };
+                match heard {
                     Ok(Some(notification)) => {
-                        self.tell(&follower, parse(notification.payload())).await;
+                        if !notification.payload().is_empty() {
+                            self.tell(&follower, parse(notification.payload())).await;
+                        }
+                        self.heard();
                     }
                     Ok(None) => {
                         tracing::warn!("the heads feed lost its connection; listening again");
@@ -220,10 +254,7 @@ impl HeadsFeed {
         }
     }
 
-    async fn poll(self, db: Db, follower: impl Follower) {
-        let Backend::Sqlite(pool) = db else {
-            unreachable!("polling is SQLite's")
-        };
+    async fn poll(self, pool: SqlitePool, follower: impl Follower) {
         let mut last = loop {
             match sqlx::query_scalar::<_, i64>(
                 "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
@@ -274,6 +305,31 @@ impl HeadsFeed {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Sends the feed's heartbeat on the channel of the `events` table the pool's
+/// search path finds (the one the feed listens on), every [`BEAT`] until the pool
+/// closes. A heartbeat that cannot be sent is not retried: the next one is, and a
+/// feed that hears none listens again.
+async fn beat(pool: PgPool) {
+    let mut ticks = tokio::time::interval(BEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = pool.close_event() => return,
+        }
+        let sent =
+            sqlx::query("SELECT pg_notify($1 || ':' || 'events'::regclass::oid::bigint, '')")
+                .bind(CHANNEL)
+                .execute(&pool)
+                .await;
+        match sent {
+            Ok(_) => {}
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => tracing::debug!(%error, "the heads feed's heartbeat was not sent"),
         }
     }
 }

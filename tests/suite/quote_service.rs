@@ -8,6 +8,7 @@ use proptest::test_runner::TestRunner;
 use quoteline::AppState;
 use quoteline::db::Db;
 use quoteline::eventstore::Appended;
+use quoteline::eventstore::heads::{BEAT, POSTGRES_TRUST};
 use quoteline::kernel::Envelope;
 use quoteline::kernel::{Actor, Role};
 use quoteline::quoting::domain::{
@@ -19,9 +20,10 @@ use quoteline::state::{Caches, Settings};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use std::str::FromStr;
+use std::time::Instant;
 use uuid::Uuid;
 
-use crate::support::{DEFAULT_POSTGRES, TestDb, fresh_fold};
+use crate::support::{DEFAULT_POSTGRES, StallingProxy, TestDb, fresh_fold};
 
 storage_tests!(
     a_quote_taken_from_start_to_submitted_records_its_events_and_summary,
@@ -633,6 +635,83 @@ async fn a_quote_a_command_here_moved_is_answered_from_memory_once_the_feed_has_
     assert_eq!(remembered, fresh_fold(&a.store, id, None).await);
 }
 
+/// A PostgreSQL database of a test's own, for a test that cuts or stalls the
+/// connections to it; `drop_it` drops it (with any connection left).
+struct OwnPostgres {
+    admin: PgConnection,
+    name: String,
+    options: PgConnectOptions,
+}
+
+impl OwnPostgres {
+    /// `None` (the test skipped) where PostgreSQL cannot be reached.
+    async fn create(test: &str) -> Option<OwnPostgres> {
+        let probe = TestDb::postgres(test).await?;
+        probe.cleanup().await;
+        let url =
+            std::env::var("QUOTELINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        let name = format!("ql_feed_{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let options = PgConnectOptions::from_str(&url).unwrap().database(&name);
+        Some(OwnPostgres {
+            admin,
+            name,
+            options,
+        })
+    }
+
+    /// Two processes on the database, their connections named `a` and `b`
+    /// (`application_name`): A follows the heads feed and opens its connections with
+    /// `a_options`, B does not follow it. B starts a quote, and A reads it and
+    /// trusts it.
+    async fn two_processes(&self, a_options: PgConnectOptions) -> TwoProcesses {
+        let a_db = Db::connect_postgres(a_options.application_name("a"))
+            .await
+            .unwrap();
+        let b_db = Db::connect_postgres(self.options.clone().application_name("b"))
+            .await
+            .unwrap();
+        let a = following_heads(a_db.clone()).await;
+        let b = AppState::open(b_db.clone()).await.unwrap();
+        let id = started(&b).await;
+        until_the_feed(&a, "trust the quote as read", || async {
+            a.quotes.load(id, None).await.unwrap();
+            a.quotes.would_answer_from_memory(id).await
+        })
+        .await;
+        TwoProcesses {
+            a_db,
+            b_db,
+            a,
+            b,
+            id,
+        }
+    }
+
+    /// Closes both processes' databases and drops the database.
+    async fn drop_it(mut self, processes: TwoProcesses) {
+        let TwoProcesses { a_db, b_db, .. } = processes;
+        a_db.close().await;
+        b_db.close().await;
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+struct TwoProcesses {
+    a_db: Db,
+    b_db: Db,
+    a: AppState,
+    b: AppState,
+    id: Uuid,
+}
+
 /// On PostgreSQL the feed listens on a connection of its own. When that connection
 /// is cut, notifications sent meanwhile are lost: the service drops every quote it
 /// trusted, and trusts none again until the feed listens again and the quote is read.
@@ -640,39 +719,21 @@ async fn a_quote_a_command_here_moved_is_answered_from_memory_once_the_feed_has_
 /// the quote on, so A's feed cannot listen again in time to hear of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_again() {
-    const TEST: &str =
-        "on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_again";
-    let Some(probe) = TestDb::postgres(TEST).await else {
+    let Some(mut own) = OwnPostgres::create(
+        "on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_again",
+    )
+    .await
+    else {
         return;
     };
-    probe.cleanup().await;
-    // A database of its own: the test cuts every listening connection to it.
-    let url = std::env::var("QUOTELINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
-    let name = format!("ql_feed_{}", Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let options = PgConnectOptions::from_str(&url).unwrap().database(&name);
-    let a_db = Db::connect_postgres(options.clone().application_name("a"))
-        .await
-        .unwrap();
-    let b_db = Db::connect_postgres(options.application_name("b"))
-        .await
-        .unwrap();
-    let a = following_heads(a_db.clone()).await;
-    let b = AppState::open(b_db.clone()).await.unwrap();
-    let id = started(&b).await;
-    until_the_feed(&a, "trust the quote as read", || async {
-        a.quotes.load(id, None).await.unwrap();
-        a.quotes.would_answer_from_memory(id).await
-    })
-    .await;
+    let processes = own.two_processes(own.options.clone()).await;
+    let TwoProcesses { a, b, id, .. } = &processes;
+    let id = *id;
 
+    let name = own.name.clone();
     let connections = |allowed: bool| format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}");
     sqlx::query(&connections(false))
-        .execute(&mut admin)
+        .execute(&mut own.admin)
         .await
         .unwrap();
     let cut: Vec<String> = sqlx::query_scalar(
@@ -680,15 +741,15 @@ async fn on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_
                                  WHERE datname = $1 AND application_name = 'a') \
          SELECT query FROM a WHERE pg_terminate_backend(pid)",
     )
-    .bind(&name)
-    .fetch_all(&mut admin)
+    .bind(&own.name)
+    .fetch_all(&mut own.admin)
     .await
     .unwrap();
     assert!(
         cut.iter().any(|query| query.starts_with("LISTEN")),
         "the feed's listening connection is among A's: {cut:?}"
     );
-    until_the_feed(&a, "drop what it trusted", || async {
+    until_the_feed(a, "drop what it trusted", || async {
         !a.quotes.would_answer_from_memory(id).await
     })
     .await;
@@ -697,28 +758,93 @@ async fn on_postgres_a_service_whose_feed_lost_its_connection_reads_every_quote_
         .await
         .unwrap();
     sqlx::query(&connections(true))
-        .execute(&mut admin)
+        .execute(&mut own.admin)
         .await
         .unwrap();
+    a_listens_again_and_trusts_the_quote_at(a, id, 3).await;
+
+    own.drop_it(processes).await;
+}
+
+/// On PostgreSQL a listening connection whose server went away without closing it
+/// (a failover, a cable pulled) would wait for ever, and the feed would count
+/// itself live while another process moved the quote on. Every feed sends an
+/// empty notification on its channel every `BEAT`: with nothing appended those
+/// keep it live, and once its connection falls silent it stops trusting within
+/// `POSTGRES_TRUST` and listens again on a new one. A's connections run through a
+/// proxy that stalls the listening one (it forwards nothing more either way, and
+/// closes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_feed_whose_connection_falls_silent_stops_trusting_and_listens_again() {
+    let Some(mut own) = OwnPostgres::create(
+        "on_postgres_a_feed_whose_connection_falls_silent_stops_trusting_and_listens_again",
+    )
+    .await
+    else {
+        return;
+    };
+    let proxy =
+        StallingProxy::start(own.options.get_host().to_owned(), own.options.get_port()).await;
+    let through_proxy = own.options.clone().host("127.0.0.1").port(proxy.port);
+    let processes = own.two_processes(through_proxy).await;
+    let TwoProcesses { a, b, id, .. } = &processes;
+    let id = *id;
+
+    // Nothing appended for longer than the feed trusts what it last heard: the
+    // heartbeats keep it live, and it never says it may have missed something.
     let feed = a.quotes.heads().unwrap().clone();
-    until_the_feed(&a, "listen again", || {
+    let unknown = feed.last_unknown();
+    let since = Instant::now();
+    until_the_feed(a, "hear heartbeats for longer than it trusts", || async {
+        since.elapsed() > POSTGRES_TRUST + BEAT
+    })
+    .await;
+    assert_eq!(feed.last_unknown(), unknown, "the feed started over");
+    assert!(feed.is_live());
+    assert!(a.quotes.would_answer_from_memory(id).await);
+
+    // The listening connection falls silent, and B moves the quote on.
+    let port: i32 = sqlx::query_scalar(
+        "SELECT client_port FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'a' AND query LIKE 'LISTEN%'",
+    )
+    .bind(&own.name)
+    .fetch_one(&mut own.admin)
+    .await
+    .unwrap();
+    proxy.stall(u16::try_from(port).unwrap());
+    b.quotes
+        .execute(id, 1, Command::new(agent(), geographic()), &envelope(None))
+        .await
+        .unwrap();
+    // Not live once it has heard nothing for `POSTGRES_TRUST`, and then it says so.
+    until_the_feed(a, "drop what it trusted", || async {
+        !a.quotes.would_answer_from_memory(id).await
+    })
+    .await;
+    until_the_feed(a, "say it may have missed something", || {
+        let feed = feed.clone();
+        async move { feed.last_unknown() > unknown }
+    })
+    .await;
+    a_listens_again_and_trusts_the_quote_at(a, id, 3).await;
+
+    own.drop_it(processes).await;
+}
+
+/// A's feed listens again; A reads the quote at `version` and trusts it again.
+async fn a_listens_again_and_trusts_the_quote_at(a: &AppState, id: Uuid, version: u64) {
+    let feed = a.quotes.heads().unwrap().clone();
+    until_the_feed(a, "listen again", || {
         let feed = feed.clone();
         async move { feed.is_live() }
     })
     .await;
     let latest = a.quotes.load(id, None).await.unwrap().unwrap();
-    assert_eq!(latest.version, 3);
-    until_the_feed(&a, "trust the quote again", || async {
+    assert_eq!(latest.version, version);
+    until_the_feed(a, "trust the quote again", || async {
         a.quotes.load(id, None).await.unwrap();
         a.quotes.would_answer_from_memory(id).await
     })
     .await;
-
-    drop((a, b));
-    a_db.close().await;
-    b_db.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
 }

@@ -6,10 +6,11 @@
 //! the terminal, and counted in a note at the very end of the run; with
 //! `QUOTELINE_REQUIRE_POSTGRES=1` (as `.ci/run` sets) they fail.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use quoteline::db::{Backend, Db};
 use quoteline::eventstore::EventStore;
@@ -21,6 +22,7 @@ use quoteline::quoting::domain::{
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -611,5 +613,80 @@ impl PgPlan {
             .iter()
             .filter_map(|n| n["Index Name"].as_str())
             .collect()
+    }
+}
+
+/// A TCP proxy whose connections a test can stall one at a time: a stalled
+/// connection forwards nothing more either way and closes nothing, as one whose
+/// server went away without a word (a failover, a cable pulled). Its tasks end with
+/// the test's runtime.
+pub struct StallingProxy {
+    pub port: u16,
+    /// Each connection's stall switch, by the local port of the proxy's own
+    /// connection to the server (PostgreSQL's `client_port` for it).
+    connections: Arc<Mutex<HashMap<u16, watch::Sender<bool>>>>,
+}
+
+impl StallingProxy {
+    /// Listens on a free port of 127.0.0.1 and forwards each connection to
+    /// `host:port`.
+    pub async fn start(host: String, port: u16) -> StallingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connections: Arc<Mutex<HashMap<u16, watch::Sender<bool>>>> = Arc::default();
+        let known = Arc::clone(&connections);
+        let proxy = StallingProxy {
+            port: listener.local_addr().unwrap().port(),
+            connections,
+        };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+                    continue;
+                };
+                let (stall, stalled) = watch::channel(false);
+                let local = server.local_addr().unwrap().port();
+                known.lock().unwrap().insert(local, stall);
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(forward(from_client, to_server, stalled.clone()));
+                tokio::spawn(forward(from_server, to_client, stalled));
+            }
+        });
+        proxy
+    }
+
+    /// Stalls the connection the proxy opened to the server from `local_port`.
+    pub fn stall(&self, local_port: u16) {
+        let connections = self.connections.lock().unwrap();
+        let stall = connections
+            .get(&local_port)
+            .unwrap_or_else(|| panic!("no connection through the proxy from port {local_port}"));
+        stall.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to` until either end closes; once stalled, holds both open and
+/// copies nothing more.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = stalled.wait_for(|stalled| *stalled) => break,
+        };
+        let Ok(n @ 1..) = read else {
+            return;
+        };
+        if *stalled.borrow() || to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    if *stalled.borrow() {
+        std::future::pending::<()>().await;
     }
 }
