@@ -48,6 +48,24 @@ macro_rules! on_backend {
     };
 }
 
+/// `select`, which ends with `IN (`, followed by the ids bound and the list closed.
+pub fn in_list<'a, DB>(
+    select: impl Into<String>,
+    ids: &'a [uuid::Uuid],
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    uuid::Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(select);
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query
+}
+
 /// What the database would do with a statement, for the tests that hold a page to
 /// its index: SQLite's `EXPLAIN QUERY PLAN` details one a line, or PostgreSQL's
 /// `EXPLAIN (FORMAT JSON)` document. `build` gives the statement, for each backend,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::append::{AppendError, AppendRequest, chain, find_earlier_append, idempotent_event_id};
@@ -20,7 +21,7 @@ use super::hash::GENESIS;
 use super::model::{Appended, GlobalPosition, RecordedEvent};
 use super::projector::Projector;
 use super::sql::push_event_values;
-use crate::db::{Backend, Conn};
+use crate::db::{Backend, Conn, in_list};
 use crate::on_backend;
 
 /// Rows per INSERT statement: 11 parameters each stays far below both backends'
@@ -164,57 +165,82 @@ async fn existing_event_ids(conn: Conn<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, s
         return Ok(Vec::new());
     }
     on_backend!(conn, c => {
-        let mut query = sqlx::QueryBuilder::new("SELECT event_id FROM events WHERE event_id IN (");
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        query.build_query_scalar().fetch_all(&mut *c).await
+        in_list("SELECT event_id FROM events WHERE event_id IN (", ids)
+            .build_query_scalar()
+            .fetch_all(&mut *c)
+            .await
     })
 }
 
+/// The heads of these streams. On SQLite they come as one row holding a JSON array
+/// (ids as hex): sqlx hands SQLite's rows over from its worker thread one message
+/// each, and for a batch's heads those hand-overs cost the writer more than the
+/// read (see [`super::sql::SELECT_ALL`]).
 async fn stream_heads(
     conn: Conn<'_>,
     streams: &[Uuid],
 ) -> Result<HashMap<Uuid, (i64, String)>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64, String)> = on_backend!(conn, c => {
-        let mut query =
-            sqlx::QueryBuilder::new("SELECT stream_id, version, hash FROM streams WHERE stream_id IN (");
-        let mut list = query.separated(", ");
-        for id in streams {
-            list.push_bind(*id);
+    const HEADS: &str = "SELECT stream_id, version, hash FROM streams WHERE stream_id IN (";
+    const HEADS_AS_JSON: &str = "SELECT json_group_array(json_array(hex(stream_id), version, \
+         hash)) FROM streams WHERE stream_id IN (";
+    let rows: Vec<(Uuid, i64, String)> = match conn {
+        Backend::Sqlite(c) => {
+            let Json(rows) = in_list(HEADS_AS_JSON, streams)
+                .build_query_scalar()
+                .fetch_one(&mut *c)
+                .await?;
+            rows
         }
-        query.push(")");
-        query.build_query_as().fetch_all(&mut *c).await?
-    });
+        Backend::Postgres(c) => {
+            in_list(HEADS, streams)
+                .build_query_as()
+                .fetch_all(&mut *c)
+                .await?
+        }
+    };
     Ok(rows.into_iter().map(|(id, v, h)| (id, (v, h))).collect())
 }
 
 /// One multi-row INSERT per thousand events; fills in each event's position.
+///
+/// PostgreSQL returns each row's position and transaction. SQLite returns nothing:
+/// under its one write lock an `AUTOINCREMENT` table gives a statement's rows the
+/// positions after the last one ever used, in the order of its `VALUES`, so they are
+/// the `n` positions ending at its last rowid. (`RETURNING` would come back from
+/// sqlx's worker thread one message a row; see [`stream_heads`].)
 async fn insert_events(
     conn: Conn<'_>,
     accepted: &mut [(usize, Vec<RecordedEvent>)],
 ) -> Result<(), sqlx::Error> {
-    let returning = match &conn {
-        Backend::Sqlite(_) => " RETURNING event_id, position, position",
-        Backend::Postgres(_) => " RETURNING event_id, position, tx_id::text::bigint",
-    };
     let mut positions: HashMap<Uuid, GlobalPosition> = HashMap::new();
     let all: Vec<&RecordedEvent> = accepted.iter().flat_map(|(_, e)| e.iter()).collect();
     let mut conn = conn;
     for rows in all.chunks(ROWS_PER_INSERT) {
-        let returned: Vec<(Uuid, i64, i64)> = on_backend!(conn.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, \
-                 payload, actor, recorded_at, request_id, prev_hash, hash) ",
-            );
-            query.push_values(rows, |mut row, e| {
-                push_event_values!(row, e);
-            });
-            query.push(returning);
-            query.build_query_as().fetch_all(&mut *c).await?
-        });
+        let returned: Vec<(Uuid, i64, i64)> = match conn.reborrow() {
+            Backend::Sqlite(c) => {
+                let done = insert_events_statement(rows)
+                    .build()
+                    .execute(&mut *c)
+                    .await?;
+                let count = i64::try_from(rows.len()).expect("a chunk's length fits");
+                if done.rows_affected() != rows.len() as u64 {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "{} events inserted of {count}",
+                        done.rows_affected()
+                    )));
+                }
+                let first = done.last_insert_rowid() - count + 1;
+                (first..)
+                    .zip(rows)
+                    .map(|(position, e)| (e.event_id, position, position))
+                    .collect()
+            }
+            Backend::Postgres(c) => {
+                let mut query = insert_events_statement(rows);
+                query.push(" RETURNING event_id, position, tx_id::text::bigint");
+                query.build_query_as().fetch_all(&mut *c).await?
+            }
+        };
         positions.extend(
             returned
                 .into_iter()
@@ -229,6 +255,28 @@ async fn insert_events(
         }
     }
     Ok(())
+}
+
+/// `INSERT INTO events (…) VALUES …` for these events, the values bound.
+fn insert_events_statement<'a, DB>(rows: &[&'a RecordedEvent]) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Json<&'a serde_json::Value>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    chrono::DateTime<chrono::Utc>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(
+        "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, \
+         payload, actor, recorded_at, request_id, prev_hash, hash) ",
+    );
+    query.push_values(rows, |mut row, e| {
+        push_event_values!(row, e);
+    });
+    query
 }
 
 /// Every touched stream's new head in one statement.

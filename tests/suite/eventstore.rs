@@ -463,12 +463,14 @@ async fn group_commit_lands_every_append_that_does_not_conflict(test_db: &TestDb
         });
     }
     let (mut landed, mut conflicts, mut contested_wins) = (0, 0, 0);
+    let mut written = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined.unwrap() {
             (is_contested, Ok(Appended::Written(events))) => {
                 landed += 1;
                 contested_wins += is_contested as usize;
                 assert_eq!(events.len(), if is_contested { 1 } else { 2 });
+                written.extend(events);
             }
             (true, Err(AppendError::Conflict { actual: 2, .. })) => conflicts += 1,
             other => panic!("unexpected outcome {other:?}"),
@@ -477,6 +479,16 @@ async fn group_commit_lands_every_append_that_does_not_conflict(test_db: &TestDb
     assert_eq!((landed, conflicts, contested_wins), (49, 15, 1));
     assert_eq!(count_events(&test_db.db).await, 1 + 48 * 2 + 1);
     assert!(store.verify().await.unwrap().is_intact());
+
+    // Each caller heard of its events as they were stored, positions included
+    // (appends answered from one batch's statements).
+    for event in &written {
+        let stored = store.read_stream(event.stream_id, 0).await.unwrap();
+        assert!(
+            stored.contains(event),
+            "{event:?} is not stored as {stored:?}"
+        );
+    }
 }
 
 /// A projection that refuses events whose payload says so, and counts the rest in a
