@@ -32,8 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sqlx::ConnectOptions;
 use sqlx::SqlitePool;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -58,6 +59,8 @@ pub const SQLITE_TRUST: Duration = Duration::from_millis(200);
 /// Events a poll reads at most; a full page is read on at once, and the feed is not
 /// live again until a poll comes back short.
 const POLL_PAGE: i64 = 1_000;
+/// How long the feed on PostgreSQL waits for a connection to listen on.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the feed waits before it tries again after its database failed it.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -182,11 +185,24 @@ impl HeadsFeed {
         self.live_for(self.millis().saturating_add(trust));
     }
 
+    /// Listens on a connection of its own until `pool` closes.
+    ///
+    /// The connection comes from a pool of one made for it, not from `pool`: sqlx's
+    /// listener, dropped, sends `UNLISTEN *` and waits for the answer before it gives
+    /// its connection back, and on a connection that fell silent that answer never
+    /// comes. The wait then holds a connection of that pool of one, which is dropped,
+    /// and not one of the process's (whose `close` would wait for it).
     async fn listen(self, pool: PgPool, follower: impl Follower) {
         loop {
-            let mut listener = match PgListener::connect_with(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            let own = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_lazy_with((*pool.connect_options()).clone());
+            let mut listener = match PgListener::connect_with(&own).await {
                 Ok(listener) => listener,
-                Err(sqlx::Error::PoolClosed) => return,
                 Err(error) => {
                     tracing::warn!(%error, "the heads feed could not connect; trying again");
                     tokio::time::sleep(RETRY).await;
@@ -219,8 +235,11 @@ impl HeadsFeed {
             self.tell(&follower, Heads::Unknown).await;
             self.heard();
             loop {
-                let Ok(heard) = tokio::time::timeout(POSTGRES_TRUST, listener.try_recv()).await
-                else {
+                let heard = tokio::select! {
+                    () = pool.close_event() => return,
+                    heard = tokio::time::timeout(POSTGRES_TRUST, listener.try_recv()) => heard,
+                };
+                let Ok(heard) = heard else {
                     tracing::warn!(
                         "the heads feed heard nothing on its channel for {POSTGRES_TRUST:?}, \
                          not even a heartbeat; listening again on a new connection"
@@ -309,11 +328,13 @@ impl HeadsFeed {
     }
 }
 
-/// Sends the feed's heartbeat on the channel of the `events` table the pool's
-/// search path finds (the one the feed listens on), every [`BEAT`] until the pool
-/// closes. A heartbeat that cannot be sent is not retried: the next one is, and a
-/// feed that hears none listens again.
+/// Sends the feed's heartbeat on the channel of the `events` table its connection's
+/// search path finds (the one the feed listens on), every [`BEAT`] until `pool`
+/// closes, on a connection of its own opened with `pool`'s options: a heartbeat
+/// never waits for the pool, and one that gets no answer within a [`BEAT`] (a
+/// connection fallen silent) drops its connection, and the next one opens another.
 async fn beat(pool: PgPool) {
+    let mut own: Option<PgConnection> = None;
     let mut ticks = tokio::time::interval(BEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -321,15 +342,27 @@ async fn beat(pool: PgPool) {
             _ = ticks.tick() => {}
             () = pool.close_event() => return,
         }
-        let sent =
+        let sent = tokio::time::timeout(BEAT, async {
+            let connection = match own.as_mut() {
+                Some(connection) => connection,
+                None => own.insert(pool.connect_options().connect().await?),
+            };
             sqlx::query("SELECT pg_notify($1 || ':' || 'events'::regclass::oid::bigint, '')")
                 .bind(CHANNEL)
-                .execute(&pool)
-                .await;
+                .execute(connection)
+                .await
+        })
+        .await;
         match sent {
-            Ok(_) => {}
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(error) => tracing::debug!(%error, "the heads feed's heartbeat was not sent"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "the heads feed's heartbeat was not sent");
+                own = None;
+            }
+            Err(_) => {
+                tracing::debug!("the heads feed's heartbeat got no answer");
+                own = None;
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use quoteline::AppState;
-use quoteline::db::Db;
+use quoteline::db::{Backend, Db};
 use quoteline::eventstore::Appended;
 use quoteline::eventstore::heads::{BEAT, POSTGRES_TRUST};
 use quoteline::kernel::Envelope;
@@ -829,6 +829,16 @@ async fn on_postgres_a_feed_whose_connection_falls_silent_stops_trusting_and_lis
     .await;
     a_listens_again_and_trusts_the_quote_at(a, id, 3).await;
 
+    // The silent connection holds none of A's pool (sqlx's listener, dropped, waits
+    // on it for the answer to an `UNLISTEN` that never comes): every connection the
+    // pool has is idle again, and the pool can close.
+    let Backend::Postgres(pool) = &processes.a_db else {
+        unreachable!("A is on PostgreSQL")
+    };
+    until_the_feed(a, "have every pooled connection back", || async {
+        pool.num_idle() == pool.size() as usize
+    })
+    .await;
     own.drop_it(processes).await;
 }
 
