@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::model::{GlobalPosition, RecordedEvent};
 use super::sql;
 use super::verify::{Mismatch, Problem, VerifyReport};
-use crate::db::{Backend, Conn, Db};
+use crate::db::{Backend, Conn, Db, in_list};
 use crate::on_backend;
 
 /// The folder of segments inside an archive location.
@@ -656,12 +656,8 @@ pub async fn hot_events(db: &Db, streams: &[Uuid]) -> Result<Vec<RecordedEvent>,
     for chunk in streams.chunks(1_000) {
         let query = sql::SELECT_STREAMS.on(db);
         let rows: Vec<sql::EventRow> = on_backend!(db, pool => {
-            let mut select = sqlx::QueryBuilder::new(query);
-            let mut ids = select.separated(", ");
-            for id in chunk {
-                ids.push_bind(*id);
-            }
-            select.push(") ORDER BY stream_id, version");
+            let mut select = in_list(query, chunk);
+            select.push(" ORDER BY stream_id, version");
             select.build_query_as().fetch_all(pool).await?
         });
         events.extend(rows.into_iter().map(RecordedEvent::from));

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::db::{Conn, Tables, UPDATE_FROM_VALUES_ROWS};
+use crate::db::{Conn, Tables, UPDATE_FROM_VALUES_ROWS, in_list};
 use crate::eventstore::ProjectionError;
 use crate::on_backend;
 use crate::quoting::domain::{QuoteEvent, Status};
@@ -174,13 +174,7 @@ impl Writes {
         }
         for ids in self.deleted.chunks(ROWS_PER_STATEMENT) {
             on_backend!(conn.reborrow(), c => {
-                let mut delete = sqlx::QueryBuilder::new(tables.rename(DELETE, TABLES));
-                let mut list = delete.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                delete.push(")");
-                delete.build().execute(&mut *c).await?;
+                in_list(tables.rename(DELETE, TABLES), ids).build().execute(&mut *c).await?;
             });
         }
         for rows in self.inserted.chunks(ROWS_PER_STATEMENT) {
